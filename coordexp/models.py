@@ -1,0 +1,232 @@
+"""The paper's models for every task and family, built from the `model` config.
+
+Families: `conv` (deconv painter / conv regressor), `coordconv` (CoordConv painter, renderer, regressor),
+`mlp` and `coordmlp`. Painters map (N, 2) coordinates to (N, H, W) logits; regressors map (N, 1, H, W)
+one-hot images to (N, 2) coordinates in canvas units (x / canvas, y / canvas).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from coordexp.nn import AddCoords
+
+FAMILIES = ("conv", "coordconv", "mlp", "coordmlp")
+REGRESSORS = ("uniform", "quarter")
+
+
+def tile(coords: Tensor, height: int, width: int) -> Tensor:
+    """(N, 2) coordinates as a (N, 2, H, W) map, constant over the canvas (a view, no copy)."""
+    return coords[:, :, None, None].expand(-1, -1, height, width)
+
+
+def pointwise_convs(channels: list[int]) -> nn.Sequential:
+    """1x1 convolutions through `channels` with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        layers.append(nn.Conv2d(c_in, c_out, 1))
+        if i < len(channels) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers through `sizes` with LayerNorm + ReLU after every hidden layer."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers += [nn.LayerNorm(n_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class DeconvPainter(nn.Module):
+    """The paper's deconv baseline: (x, y) as a 1x1 map, stride-2 transposed convs doubling up to the canvas.
+
+    Channels 64m, 64m, 64m, 32m, 32m, 1 for a 64 canvas (one more 64m layer per doubling of the canvas),
+    BatchNorm + ReLU after all but the last. 409,921 params at fs=3, mul=2; 46,465 at fs=2, mul=1.
+    """
+
+    def __init__(self, canvas: int, mul: int, fs: int):
+        super().__init__()
+        n_layers = int(math.log2(canvas))
+        channels = [2] + [64 * mul] * (n_layers - 3) + [32 * mul] * 2 + [1]
+        # 'same'-style padding for a stride-2 transpose: output exactly doubles for any filter size
+        padding, output_padding = (fs - 1) // 2, 2 + 2 * ((fs - 1) // 2) - fs
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, fs, 2, padding, output_padding))
+            if i < n_layers - 1:
+                layers += [nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, coords: Tensor) -> Tensor:
+        return self.net(coords[:, :, None, None]).squeeze(1)
+
+
+class CoordConvPainter(nn.Module):
+    """The paper's CoordConv painter: (x, y) tiled over the canvas plus coordinate channels, 1x1 convs.
+
+    Channels 32m, 32m, 64m, 64m, 1 with ReLU between: 7,553 params at mul=1.
+    """
+
+    def __init__(self, canvas: int, mul: int, with_r: bool, r_center: float):
+        super().__init__()
+        self.canvas = canvas
+        self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
+        self.net = pointwise_convs([2 + self.add_coords.extra_channels, 32 * mul, 32 * mul, 64 * mul, 64 * mul, 1])
+
+    def forward(self, coords: Tensor) -> Tensor:
+        return self.net(self.add_coords(tile(coords, self.canvas, self.canvas))).squeeze(1)
+
+
+class CoordConvRenderer(nn.Module):
+    """The paper's CoordConv renderer: a CoordConv painter, a softmax over the canvas (a sharpened centre
+    map), then fs x fs convs 8m, 8m, 16m, 16m, 1 with ReLU between that paint the square.
+
+    About 11.9k params at mul=1, fs=3 (11,850). The convs need fs >= 2 to paint a square at all.
+    """
+
+    def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float):
+        super().__init__()
+        self.painter = CoordConvPainter(canvas, mul, with_r, r_center)
+        channels = [1, 8 * mul, 8 * mul, 16 * mul, 16 * mul, 1]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+            layers.append(nn.Conv2d(c_in, c_out, fs, padding="same"))
+            if i < len(channels) - 2:
+                layers.append(nn.ReLU())
+        self.paint = nn.Sequential(*layers)
+
+    def forward(self, coords: Tensor) -> Tensor:
+        logits = self.painter(coords)
+        centre_map = torch.softmax(logits.flatten(1).float(), dim=1).view_as(logits)
+        return self.paint(centre_map[:, None].to(logits.dtype)).squeeze(1)
+
+
+class ConvRegressorUniform(nn.Module):
+    """The authors' conv regressor for the uniform split: three [3x3 conv, ReLU, 2x2 max-pool] blocks,
+    a 3x3 conv, dense 64, dense 2. 72,850 params at mul=1 on a 64 canvas."""
+
+    def __init__(self, canvas: int, mul: int):
+        super().__init__()
+        c = 16 * mul
+        blocks: list[nn.Module] = []
+        for c_in in (1, c, c):
+            blocks += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        self.net = nn.Sequential(
+            *blocks, nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(c * (canvas // 8) ** 2, 64), nn.ReLU(), nn.Linear(64, 2),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+
+class ConvRegressorQuarter(nn.Module):
+    """The authors' conv regressor for the quarter split: strided convs with BatchNorm, ReLU, global average
+    pool. 12,914 params at mul=1."""
+
+    def __init__(self, mul: int):
+        super().__init__()
+        c = 16 * mul
+
+        def conv(c_in, c_out, k, stride):
+            return nn.Conv2d(c_in, c_out, k, stride, padding=k // 2)
+
+        self.net = nn.Sequential(
+            conv(1, c, 5, 2), nn.ReLU(), conv(c, c, 1, 1), nn.ReLU(), nn.BatchNorm2d(c),
+            conv(c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 2), nn.ReLU(),
+            conv(c, c, 3, 2), nn.BatchNorm2d(c), nn.ReLU(), conv(c, c, 3, 2), nn.ReLU(),
+            conv(c, c, 1, 1), nn.ReLU(), conv(c, c, 3, 2), nn.ReLU(), conv(c, 2, 3, 1), nn.ReLU(),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images).mean(dim=(2, 3))
+
+
+class CoordConvRegressor(nn.Module):
+    """The paper's CoordConv regressor: one-hot + coordinate channels, 1x1 convs 8, 8, 8, 3x3 convs 8, 2,
+    global max-pool; no nonlinearity. 906 params. Max-pooling matters: averaging collapses to the centre."""
+
+    def __init__(self, with_r: bool, r_center: float):
+        super().__init__()
+        self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
+        self.net = nn.Sequential(
+            nn.Conv2d(1 + self.add_coords.extra_channels, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1),
+            nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 2, 3, padding=1),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(self.add_coords(images)).amax(dim=(2, 3))
+
+
+class MLPRegressor(nn.Module):
+    """Flattened image (with coordinate channels for CoordMLP) -> hidden layers -> 2, sigmoid output."""
+
+    def __init__(self, canvas: int, hidden: int, depth: int, add_coords: AddCoords | None):
+        super().__init__()
+        self.add_coords = add_coords
+        channels = 1 + (add_coords.extra_channels if add_coords else 0)
+        self.net = mlp([channels * canvas * canvas] + [hidden] * depth + [2])
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.add_coords is not None:
+            images = self.add_coords(images)
+        return torch.sigmoid(self.net(images.flatten(1)))
+
+
+class MLPPainter(nn.Module):
+    """(x, y) -> hidden layers -> one logit per pixel of the canvas."""
+
+    def __init__(self, canvas: int, hidden: int, depth: int):
+        super().__init__()
+        self.canvas = canvas
+        self.net = mlp([2] + [hidden] * depth + [canvas * canvas])
+
+    def forward(self, coords: Tensor) -> Tensor:
+        return self.net(coords).view(-1, self.canvas, self.canvas)
+
+
+class CoordMLPPainter(nn.Module):
+    """CoordMLP for painting: the same MLP applied at every pixel to (x, y, xx, yy[, rr]) -> one logit."""
+
+    def __init__(self, canvas: int, hidden: int, depth: int, with_r: bool, r_center: float):
+        super().__init__()
+        self.canvas = canvas
+        self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
+        self.net = mlp([2 + self.add_coords.extra_channels] + [hidden] * depth + [1])
+
+    def forward(self, coords: Tensor) -> Tensor:
+        features = self.add_coords(tile(coords, self.canvas, self.canvas))  # (N, C, H, W)
+        return self.net(features.permute(0, 2, 3, 1)).squeeze(-1)
+
+
+def build_model(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
+    """The model of family `cfg.name` for `task`, with the knobs in `cfg`."""
+    family = cfg.name
+    coords = dict(with_r=cfg.with_r, r_center=cfg.r_center)
+    if task == "regression":
+        if family == "conv":
+            return ConvRegressorUniform(canvas, cfg.mul) if cfg.regressor == "uniform" else ConvRegressorQuarter(cfg.mul)
+        if family == "coordconv":
+            return CoordConvRegressor(**coords)
+        add_coords = AddCoords(2, **coords) if family == "coordmlp" else None
+        return MLPRegressor(canvas, cfg.hidden, cfg.depth, add_coords)
+    if family == "conv":
+        return DeconvPainter(canvas, cfg.mul, cfg.fs)
+    if family == "coordconv":
+        if task == "rendering":
+            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords)
+        return CoordConvPainter(canvas, cfg.mul, **coords)
+    if family == "mlp":
+        return MLPPainter(canvas, cfg.hidden, cfg.depth)
+    return CoordMLPPainter(canvas, cfg.hidden, cfg.depth, **coords)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,28 @@
+"""Process-wide settings applied once at start-up, before any tensor is allocated."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc returning large freed buffers to the kernel and mapping them again on the next step.
+
+    Each training step frees and re-allocates the same activation buffers; glibc's default serves
+    them with mmap/munmap, which costs page faults and zeroing every step (2-3x slower on the CPU).
+    Returns whether the setting took effect (it is a no-op off glibc Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        log.debug("mallopt unavailable; keeping the default allocator")
+        return False

@@ -1,0 +1,128 @@
+"""The three supervised tasks: what goes in, what comes out, the loss and the per-example metrics.
+
+One training loop serves every task; a task supplies its data, loss and metrics.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+
+from coordexp.data import onehot_images, square_images
+
+TASKS = ("classification", "regression", "rendering")
+INPUT_COORDS = ("normalized", "pixels")
+RENDER_LOSSES = ("bce", "mse")
+
+
+def coordinate_inputs(centres: Tensor, canvas: int, mode: str) -> Tensor:
+    """(x, y) model inputs: scaled to [-1, 1] exactly like the coordinate channels, or raw pixel indices."""
+    if mode == "normalized":
+        return centres.float() / (canvas - 1) * 2 - 1
+    return centres.float()
+
+
+class Task:
+    """Base class: a task names its metrics and says which one is the headline."""
+
+    name: str
+    headline: str  # the metric shown in the progress bar and the success map
+    higher_is_better: bool
+
+    def __init__(self, cfg: DictConfig, data_cfg: DictConfig):
+        self.cfg = cfg
+        self.canvas = data_cfg.canvas
+        self.data_cfg = data_cfg
+
+    def build(self, centres: Tensor) -> tuple[Tensor, Tensor]:
+        """Model inputs and targets for every centre."""
+        raise NotImplementedError
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Scalar training loss of a batch."""
+        raise NotImplementedError
+
+    def per_example(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Each metric as a (N,) float tensor, one value per example; the reported metric is its mean."""
+        raise NotImplementedError
+
+
+class Classification(Task):
+    """Supervised coordinate classification: (x, y) in, a 64x64 map of logits out, softmax over all pixels."""
+
+    name, headline, higher_is_better = "classification", "accuracy", True
+
+    def build(self, centres):
+        inputs = coordinate_inputs(centres, self.canvas, self.cfg.input_coords)
+        return inputs, centres[:, 1] * self.canvas + centres[:, 0]
+
+    def loss(self, outputs, targets):
+        return F.cross_entropy(outputs.flatten(1).float(), targets)
+
+    picture_label = "softmax"
+
+    def pictures(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Target images (one-hot) and predicted images (softmax over the canvas), (N, H, W) each."""
+        onehot = torch.zeros_like(outputs).flatten(1)
+        onehot[torch.arange(len(targets)), targets] = 1.0
+        return onehot.view_as(outputs), torch.softmax(outputs.flatten(1), dim=1).view_as(outputs)
+
+    def per_example(self, outputs, targets):
+        pred = outputs.flatten(1).argmax(dim=1)
+        dx = (pred % self.canvas - targets % self.canvas).float()
+        dy = (pred // self.canvas - targets // self.canvas).float()
+        return {"accuracy": (pred == targets).float(), "pixel_error": torch.sqrt(dx**2 + dy**2)}
+
+
+class Regression(Task):
+    """Supervised coordinate regression: the one-hot image in, (x, y) / canvas out, MSE loss."""
+
+    name, headline, higher_is_better = "regression", "pixel_error", False
+
+    def build(self, centres):
+        inputs = onehot_images(centres, self.canvas) * self.cfg.onehot_scale
+        return inputs, centres.float() / self.canvas
+
+    def loss(self, outputs, targets):
+        return F.mse_loss(outputs.float(), targets)
+
+    def per_example(self, outputs, targets):
+        pred, true = outputs.float() * self.canvas, targets * self.canvas
+        exact = (pred.round() == true.round()).all(dim=1)
+        return {"pixel_error": (pred - true).norm(dim=1), "accuracy": exact.float()}
+
+
+class Rendering(Task):
+    """Supervised rendering: (x, y) in, a 64x64 map of logits out that paints the square; per-pixel loss."""
+
+    name, headline, higher_is_better = "rendering", "iou", True
+
+    def build(self, centres):
+        inputs = coordinate_inputs(centres, self.canvas, self.cfg.input_coords)
+        return inputs, square_images(centres, self.canvas, self.data_cfg.square, self.data_cfg.square_value)
+
+    def loss(self, outputs, targets):
+        outputs = outputs.float()
+        if self.cfg.loss == "mse":
+            return F.mse_loss(torch.sigmoid(outputs), targets)
+        return F.binary_cross_entropy_with_logits(outputs, targets)
+
+    picture_label = "sigmoid"
+
+    def pictures(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Target squares and predicted per-pixel probabilities, (N, H, W) each."""
+        return targets, torch.sigmoid(outputs)
+
+    def per_example(self, outputs, targets):
+        painted = outputs.flatten(1) > 0  # sigmoid > 0.5
+        square = targets.flatten(1) > 0
+        intersection = (painted & square).sum(dim=1).float()
+        union = (painted | square).sum(dim=1).float()
+        return {"iou": intersection / union.clamp(min=1)}
+
+
+def build_task(task_cfg: DictConfig, data_cfg: DictConfig) -> Task:
+    """The task named by `task_cfg.name`."""
+    classes = {cls.name: cls for cls in (Classification, Regression, Rendering)}
+    return classes[task_cfg.name](task_cfg, data_cfg)

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from coordexp.tasks import build_task
+from conftest import make_cfg
+
+
+def task(name, *overrides):
+    cfg = make_cfg(f"task={name}", *overrides)
+    return build_task(cfg.task, cfg.data)
+
+
+def test_classification_metrics_on_hand_made_logits():
+    t = task("classification")
+    centres = torch.tensor([[10, 20], [30, 40]])
+    inputs, targets = t.build(centres)
+    assert targets.tolist() == [20 * 64 + 10, 40 * 64 + 30]
+    assert inputs.min() >= -1 and inputs.max() <= 1
+    logits = torch.zeros(2, 64, 64)
+    logits[0, 20, 10] = 5.0   # right
+    logits[1, 44, 33] = 5.0   # 3 px right, 4 px down: 5 px away
+    per = t.per_example(logits, targets)
+    assert per["accuracy"].tolist() == [1.0, 0.0]
+    assert per["pixel_error"].tolist() == pytest.approx([0.0, 5.0])
+
+
+def test_classification_pixel_inputs_are_raw():
+    t = task("classification", "task.input_coords=pixels")
+    inputs, _ = t.build(torch.tensor([[10, 20]]))
+    assert inputs.tolist() == [[10.0, 20.0]]
+
+
+def test_regression_metrics_on_hand_made_predictions():
+    t = task("regression")
+    centres = torch.tensor([[10, 20], [30, 40], [50, 50]])
+    inputs, targets = t.build(centres)
+    assert inputs.shape == (3, 1, 64, 64) and inputs.sum() == 3
+    pred = targets.clone()
+    pred[1] += torch.tensor([3.0, 4.0]) / 64     # 5 px off
+    pred[2] += torch.tensor([0.4, -0.3]) / 64    # rounds to the target
+    per = t.per_example(pred, targets)
+    assert per["pixel_error"].tolist() == pytest.approx([0.0, 5.0, 0.5], abs=1e-4)
+    assert per["accuracy"].tolist() == [1.0, 0.0, 1.0]
+    assert t.loss(targets, targets).item() == 0
+
+
+def test_regression_onehot_scale():
+    inputs, _ = task("regression", "task.onehot_scale=8").build(torch.tensor([[10, 20]]))
+    assert inputs.max().item() == 8.0
+
+
+def test_rendering_iou_on_hand_made_masks():
+    t = task("rendering")
+    centres = torch.tensor([[20, 20], [20, 20], [20, 20]])
+    _, targets = t.build(centres)
+    logits = torch.full((3, 64, 64), -10.0)
+    logits[0][targets[0] > 0] = 10.0                       # perfect
+    logits[1, 16:25, 17:26] = 10.0                          # shifted one pixel right: 72 / 90
+    per = t.per_example(logits, targets)                    # [2] paints nothing: 0
+    assert per["iou"].tolist() == pytest.approx([1.0, 72 / 90, 0.0])
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_rendering_losses_are_lower_for_better_predictions(loss):
+    t = task("rendering", f"task.loss={loss}")
+    _, targets = t.build(torch.tensor([[20, 20]]))
+    good = (targets * 2 - 1) * 10
+    assert t.loss(good, targets) < t.loss(torch.zeros_like(targets), targets) < t.loss(-good, targets)
