@@ -55,7 +55,7 @@ def uniform_test_mask(n: int, test_fraction: float, seed: int) -> Tensor:
     return mask
 
 
-def test_mask(split: str, centres: Tensor, canvas: int, test_fraction: float, seed: int) -> Tensor:
+def held_out_mask(split: str, centres: Tensor, canvas: int, test_fraction: float, seed: int) -> Tensor:
     """The boolean test mask of `split` ("uniform" or "quarter") over `centres`."""
     if split == "quarter":
         return quarter_test_mask(centres, canvas)

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from coordexp.config import ConfigError, resolve_device, validate
-from coordexp.data import Dataset, square_centres, test_mask
+from coordexp.data import Dataset, square_centres, held_out_mask
 from coordexp.files import write_json
 from coordexp.loop import Evaluation, fit
 from coordexp.models import build_model, count_params
@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> None:
 def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
     """Every centre's inputs and targets on `device`, with the split's train and test indices."""
     centres = square_centres(cfg.data.canvas, cfg.data.square)
-    is_test = test_mask(cfg.split.name, centres, cfg.data.canvas, cfg.data.test_fraction, cfg.data.split_seed)
+    is_test = held_out_mask(cfg.split.name, centres, cfg.data.canvas, cfg.data.test_fraction, cfg.data.split_seed)
     centres = centres.to(device)
     inputs, targets = task.build(centres)
     train_idx, test_idx = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)

@@ -1,6 +1,6 @@
 import torch
 
-from coordexp.data import onehot_images, quarter_test_mask, square_centres, square_images, test_mask, uniform_test_mask
+from coordexp.data import onehot_images, quarter_test_mask, square_centres, square_images, held_out_mask, uniform_test_mask
 
 
 def test_centres_are_exhaustive_and_in_range():
@@ -37,7 +37,7 @@ def test_uniform_split_counts_seeded_and_disjoint():
 
 def test_uniform_split_is_spread_over_the_canvas():
     centres = square_centres(64, 9)
-    test = test_mask("uniform", centres, 64, 0.2, 0)
+    test = held_out_mask("uniform", centres, 64, 0.2, 0)
     # a random draw lands in every quadrant, unlike the quarter split
     for qx in (False, True):
         for qy in (False, True):

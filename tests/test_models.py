@@ -48,7 +48,8 @@ def test_with_r_adds_one_input_channel():
 @pytest.mark.parametrize("family", ["conv", "coordconv", "mlp", "coordmlp"])
 @pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
 def test_output_shapes(task, family):
-    model, cfg = model_for(f"task={task}", f"model={family}", "model.hidden=16")
+    small = ["model.hidden=16"] if "mlp" in family else []
+    model, cfg = model_for(f"task={task}", f"model={family}", *small)
     model.eval()
     if task == "regression":
         out = model(torch.zeros(3, 1, 64, 64))
@@ -68,7 +69,7 @@ def test_deconv_painter_reaches_the_canvas_for_every_filter_size(fs):
 
 def test_models_follow_the_canvas_size():
     for family in ("conv", "coordconv", "mlp", "coordmlp"):
-        model, _ = model_for("task=classification", f"model={family}", "data.canvas=32", "data.square=5",
-                             "model.hidden=8")
+        small = ["model.hidden=8"] if "mlp" in family else []
+        model, _ = model_for("task=classification", f"model={family}", "data.canvas=32", "data.square=5", *small)
         model.eval()
         assert model(torch.zeros(2, 2)).shape == (2, 32, 32)

@@ -31,7 +31,7 @@ def test_classification_pixel_inputs_are_raw():
 
 
 def test_regression_metrics_on_hand_made_predictions():
-    t = task("regression")
+    t = task("regression", "task.onehot_scale=1")
     centres = torch.tensor([[10, 20], [30, 40], [50, 50]])
     inputs, targets = t.build(centres)
     assert inputs.shape == (3, 1, 64, 64) and inputs.sum() == 3
