@@ -1,18 +1,38 @@
 """Checks on a composed config before any work starts: each error names the key, the value and what is allowed."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from coordexp.checkpoint import CHECKPOINT, load_checkpoint
 from coordexp.data import SPLITS
 from coordexp.models import FAMILIES, REGRESSORS
 from coordexp.optim import SCHEDULES
 from coordexp.tasks import INPUT_COORDS, RENDER_LOSSES, TASKS
 
 DEVICES = ("auto", "cpu", "cuda")
+FAMILIES_WITH_COORDS = ("coordconv", "coordmlp")
+# What a resumed run may change: how it runs, never what it computes (trainer.epochs extends it).
+RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", "trainer.checkpoint_every",
+             "trainer.progress", "trainer.plots", "trainer.plot_examples", "trainer.keep_freed_memory", "device")
+# Keys that only mean something alongside another setting: (key, setting key, the value it needs).
+ONLY_WITH = [
+    ("data.test_fraction", "split.name", "uniform"),
+    ("data.split_seed", "split.name", "uniform"),
+    ("schedule.every", "schedule.name", "step"),
+    ("schedule.gamma", "schedule.name", "step"),
+    ("schedule.final_factor", "schedule.name", "cosine"),
+    ("model.r_center", "model.with_r", True),
+]
 _ABSENT = object()
+
+# `resume=DIR` runs in DIR and leaves its saved .hydra/ config as it is.
+OmegaConf.register_new_resolver("coordexp_run_dir", lambda resume, default: resume or default, replace=True)
+OmegaConf.register_new_resolver("coordexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
 class ConfigError(ValueError):
@@ -55,6 +75,10 @@ def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
+def text(v: Any) -> str | None:
+    return None if isinstance(v, str) and v else "must be a directory path"
+
+
 def power_of_two(v: Any) -> str | None:
     ok = _is_int(v) and 16 <= v <= 256 and v & (v - 1) == 0
     return None if ok else "must be a power of two from 16 to 256"
@@ -64,6 +88,7 @@ def power_of_two(v: Any) -> str | None:
 RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("seed", integer(0)),
     ("device", choice(DEVICES)),
+    ("resume", optional(text)),
     ("task.name", choice(TASKS)),
     ("task.input_coords", choice(INPUT_COORDS)),
     ("task.loss", choice(RENDER_LOSSES)),
@@ -85,6 +110,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("optimizer.lr", number(0, low_open=True)),
     ("optimizer.weight_decay", number(0)),
     ("optimizer.momentum", number(0, 1, high_open=True)),
+    ("optimizer.nesterov", boolean),
     ("optimizer.eps", number(0, low_open=True)),
     ("optimizer.alpha", number(0, 1)),
     ("schedule.name", choice(SCHEDULES)),
@@ -97,6 +123,8 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("trainer.eval_every", integer(1)),
     ("trainer.eval_batch_size", integer(1)),
     ("trainer.keep_freed_memory", boolean),
+    ("trainer.checkpoint_every", integer(1)),
+    ("trainer.deterministic", boolean),
     ("trainer.progress", boolean),
     ("trainer.plots", boolean),
     ("trainer.plot_examples", integer(0, 16)),
@@ -118,8 +146,64 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.square % 2 == 0 or cfg.data.square >= cfg.data.canvas:
         raise ConfigError(f"data.square={cfg.data.square!r} is invalid: must be odd and smaller than "
                           f"data.canvas={cfg.data.canvas}")
+    if cfg.model.with_r and cfg.model.name not in FAMILIES_WITH_COORDS:
+        raise ConfigError(f"model.with_r=true is invalid with model={cfg.model.name}: it has no coordinate "
+                          f"channels; valid with model={' or model='.join(FAMILIES_WITH_COORDS)}")
     if cfg.trainer.batch_size > _train_size_bound(cfg):
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is invalid: larger than the training set")
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The keys of command-line overrides ("+a.b=1" -> "a.b"; group choices "model=conv" -> "model")."""
+    return [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+
+
+def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse overrides that would have no effect with the rest of the config."""
+    keys = override_keys(overrides)
+    for key, setting, needed in ONLY_WITH:
+        if key in keys and OmegaConf.select(cfg, setting) != needed:
+            value = "true" if needed is True else needed
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} has no effect with "
+                              f"{setting}={OmegaConf.select(cfg, setting)!r}: it applies only with {setting}={value}")
+
+
+def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config saved in the checkpoint of run directory `cfg.resume`, with the allowed overrides applied.
+
+    Overrides that would change the experiment (task, split, model, data, optimizer, ...) are refused.
+    """
+    run_dir = Path(cfg.resume)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ConfigError(f"resume={cfg.resume!r} is invalid: no {CHECKPOINT} there; valid: the run "
+                          "directory of an earlier coordexp.train run (it holds metrics.json and a checkpoint)")
+    saved = OmegaConf.create(load_checkpoint(run_dir / CHECKPOINT)["config"])
+    for override, key in zip(overrides, override_keys(overrides)):
+        if key == "resume" or key.startswith("hydra."):
+            if key == "hydra.run.dir":
+                raise ConfigError(f"{override!r} is invalid with resume: a resumed run continues in its own "
+                                  f"directory {cfg.resume}")
+            continue
+        if key not in RESUMABLE:
+            raise ConfigError(f"{override!r} is refused with resume={cfg.resume}: it would change the experiment; "
+                              f"a resumed run may change only {', '.join(RESUMABLE)}")
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key))
+    saved.resume = cfg.resume
+    return saved
+
+
+def check_writable(path: str | Path, key: str = "hydra.run.dir") -> None:
+    """Raise ConfigError unless a directory can be made at `path`, set by `key` (nothing is created)."""
+    parent = Path(path).absolute()
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a directory")
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as error:
+        raise ConfigError(f"{key}={str(path)!r} is invalid: cannot write there ({error}); "
+                          f"choose another with {key}=DIR") from None
 
 
 def _train_size_bound(cfg: DictConfig) -> int:

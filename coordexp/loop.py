@@ -3,19 +3,32 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from coordexp.checkpoint import TrainState
 from coordexp.data import Dataset
+from coordexp.interrupt import Interrupted, StopRequest
 from coordexp.optim import lr_factor, set_lr
 from coordexp.progress import ProgressBar
 from coordexp.tasks import Task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
+
+
+class Diverged(Exception):
+    """The training loss became non-finite."""
+
+    def __init__(self, epoch: int, step: int):
+        self.epoch, self.step = epoch, step
+        super().__init__(f"the training loss became non-finite at epoch {epoch}, step {step}; "
+                         "the last good checkpoint is kept (try a smaller optimizer.lr)")
 
 
 @torch.no_grad()
@@ -41,70 +54,90 @@ def evaluate(model: nn.Module, task: Task, data: Dataset, batch_size: int) -> Ev
     """Evaluate on the whole data set once; the train/test means are read back to the host in one go."""
     outputs = predict(model, data.inputs, batch_size)
     per_example = task.per_example(outputs, data.targets)
-    loss = {part: task.loss(outputs[idx], data.targets[idx]) for part, idx in (("train", data.train_idx), ("test", data.test_idx))}
+    parts = (("train", data.train_idx), ("test", data.test_idx))
     names = ["loss", *per_example]
     means = torch.stack([
-        torch.stack([loss[part]] + [values[idx].mean() for values in per_example.values()])
-        for part, idx in (("train", data.train_idx), ("test", data.test_idx))
+        torch.stack([task.loss(outputs[idx], data.targets[idx])] + [v[idx].mean() for v in per_example.values()])
+        for _, idx in parts
     ]).tolist()
-    metrics = {part: dict(zip(names, row)) for part, row in zip(("train", "test"), means)}
-    return Evaluation(outputs, per_example, metrics)
-
-
-@dataclass
-class History:
-    """Per-evaluation metrics, as logged: one entry per evaluated epoch."""
-
-    epochs: list[int] = field(default_factory=list)
-    metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    return Evaluation(outputs, per_example, {part: dict(zip(names, row)) for (part, _), row in zip(parts, means)})
 
 
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
-        runlog: RunLog) -> tuple[Evaluation, History]:
-    """Train for cfg.trainer.epochs, evaluating every cfg.trainer.eval_every epochs and after the last."""
+        runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
+        save: Callable[[TrainState], None]) -> Evaluation:
+    """Train from `state` to cfg.trainer.epochs, evaluating every eval_every epochs and after the last.
+
+    Calls `save(state)` every checkpoint_every epochs and at the end. Raises Interrupted (after saving)
+    when `stop` has caught a signal, and Diverged (without saving) on a non-finite loss.
+    """
     trainer = cfg.trainer
     n_train = len(data.train_idx)
     steps_per_epoch = math.ceil(n_train / trainer.batch_size)
     if trainer.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, trainer.max_steps_per_epoch)
     total_steps = trainer.epochs * steps_per_epoch
-    base_lr = cfg.optimizer.lr
-    order = torch.Generator().manual_seed(cfg.seed)  # batch order: its own generator, independent of init
+    device = data.inputs.device
     progress = ProgressBar(trainer.epochs, trainer.progress)
-    history, evaluation, latest = History(), None, ""
     refresh = max(steps_per_epoch // 20, 1)
-    step = 0
+    # the first non-finite step, tracked on the device so the step needs no host sync to check it
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    step_count = torch.full((), state.step, dtype=torch.long, device=device)
+    latest, evaluation = "", None
+    session_start = time.perf_counter()
+
+    def check_finite() -> None:
+        bad = int(bad_step)
+        if bad >= 0:
+            raise Diverged(epoch=(bad - 1) // steps_per_epoch + 1, step=bad)
+
+    def elapsed() -> float:
+        return state.wall_seconds + time.perf_counter() - session_start
+
     model.train()
-    for epoch in range(trainer.epochs):
-        perm = data.train_idx[torch.randperm(n_train, generator=order).to(data.train_idx.device)]
-        loss_sum = torch.zeros((), device=data.inputs.device)
-        for b in range(steps_per_epoch):
-            idx = perm[b * trainer.batch_size:(b + 1) * trainer.batch_size]
-            set_lr(optimizer, base_lr, lr_factor(cfg.schedule, step, steps_per_epoch, total_steps))
+    for epoch in range(state.epoch, trainer.epochs):
+        if state.perm is None:
+            state.perm = data.train_idx[torch.randperm(n_train, generator=order).to(device)]
+            state.batch, state.loss_sum = 0, torch.zeros((), device=device)
+        for b in range(state.batch, steps_per_epoch):
+            idx = state.perm[b * trainer.batch_size:(b + 1) * trainer.batch_size]
+            set_lr(optimizer, cfg.optimizer.lr, lr_factor(cfg.schedule, state.step, steps_per_epoch, total_steps))
             loss = task.loss(model(data.inputs[idx]), data.targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach()
-            step += 1
-            if progress.enabled and b % refresh == 0:
-                progress.update(epoch + b / steps_per_epoch, (loss_sum / (b + 1)).item(), latest)
-        train_loss = (loss_sum / steps_per_epoch).item()
-        last = epoch == trainer.epochs - 1
-        if (epoch + 1) % trainer.eval_every and not last:
-            runlog.scalars({"train/running_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}, epoch + 1)
-            continue
-        evaluation = evaluate(model, task, data, trainer.eval_batch_size)
-        history.epochs.append(epoch + 1)
-        history.metrics.append(evaluation.metrics)
-        runlog.scalars({"train/running_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}, epoch + 1)
-        runlog.scalars({f"{part}/{name}": value for part, values in evaluation.metrics.items()
-                        for name, value in values.items()}, epoch + 1)
-        test = evaluation.metrics["test"]
-        latest = f"test {task.headline} {test[task.headline]:.4g}"
-        progress.clear()
-        log.info("epoch %d/%d  train loss %.4g  %s  |  %s", epoch + 1, trainer.epochs, train_loss,
-                 "  ".join(f"train {k} {v:.4g}" for k, v in evaluation.metrics["train"].items() if k != "loss"),
-                 "  ".join(f"test {k} {v:.4g}" for k, v in test.items() if k != "loss"))
+            loss = loss.detach()
+            state.loss_sum += loss
+            state.batch, state.step = b + 1, state.step + 1
+            step_count += 1
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_count, bad_step)
+            signum = stop.poll()
+            if signum:
+                check_finite()
+                save(TrainState(**{**state.__dict__, "wall_seconds": elapsed()}))
+                raise Interrupted(signum, epoch=state.epoch, step=state.step)
+            if b % refresh == 0:
+                check_finite()
+                progress.update(epoch + b / steps_per_epoch, (state.loss_sum / (b + 1)).item(), latest)
+        check_finite()
+        train_loss = (state.loss_sum / steps_per_epoch).item()
+        state.epoch, state.perm, state.loss_sum, state.batch = epoch + 1, None, None, 0
+        runlog.scalars({"train/running_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}, state.epoch)
+        last = state.epoch == trainer.epochs
+        if state.epoch % trainer.eval_every == 0 or last:
+            evaluation = evaluate(model, task, data, trainer.eval_batch_size)
+            state.history.epochs.append(state.epoch)
+            state.history.metrics.append(evaluation.metrics)
+            runlog.scalars({f"{part}/{name}": value for part, values in evaluation.metrics.items()
+                            for name, value in values.items()}, state.epoch)
+            test = evaluation.metrics["test"]
+            latest = f"test {task.headline} {test[task.headline]:.4g}"
+            progress.clear()
+            log.info("epoch %d/%d  train loss %.4g  %s  |  %s", state.epoch, trainer.epochs, train_loss,
+                     "  ".join(f"train {k} {v:.4g}" for k, v in evaluation.metrics["train"].items() if k != "loss"),
+                     "  ".join(f"test {k} {v:.4g}" for k, v in test.items() if k != "loss"))
+        if state.epoch % trainer.checkpoint_every == 0 or last:
+            state.wall_seconds, session_start = elapsed(), time.perf_counter()
+            save(state)
     progress.clear()
-    return evaluation, history
+    return evaluation

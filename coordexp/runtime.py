@@ -4,7 +4,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +29,11 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         log.debug("mallopt unavailable; keeping the default allocator")
         return False
+
+
+def make_deterministic() -> None:
+    """Use PyTorch's deterministic algorithms everywhere, GPU included (slower: see README)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible matmuls
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

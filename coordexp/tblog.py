@@ -32,14 +32,19 @@ def flat_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
 
 
 class RunLog:
-    """A SummaryWriter on the run directory with the few calls the training loop needs."""
+    """A SummaryWriter on the run directory with the few calls the training loop needs.
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, metric_names: list[str]):
-        self.writer = SummaryWriter(log_dir=str(run_dir))
-        self.metric_names = metric_names
+    A resumed run passes `resumed_at` (epochs completed): TensorBoard then drops anything an earlier
+    session logged after that epoch, so curves continue without duplicated steps.
+    """
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, metric_names: list[str], resumed_at: int | None = None):
+        purge_step = None if resumed_at is None else resumed_at + 1
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         exp, ssi, self.session_end = hparams(flat_hparams(cfg), {name: 0.0 for name in metric_names})
-        self.writer.file_writer.add_summary(exp)
-        self.writer.file_writer.add_summary(ssi)
+        if resumed_at is None:  # the first session already registered the run's hyperparameters
+            self.writer.file_writer.add_summary(exp)
+            self.writer.file_writer.add_summary(ssi)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,16 +14,19 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
-from coordexp.config import ConfigError, resolve_device, validate
+from coordexp.checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, save_checkpoint
+from coordexp.config import ConfigError, resolve_device, resumed_config, validate
 from coordexp.data import Dataset, square_centres, held_out_mask
 from coordexp.files import write_json
-from coordexp.loop import Evaluation, fit
+from coordexp.interrupt import Interrupted, StopRequest
+from coordexp.loop import Diverged, Evaluation, fit
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
-from coordexp.runtime import keep_freed_memory
+from coordexp.runtime import keep_freed_memory, make_deterministic
 from coordexp.tasks import build_task
 from coordexp.tblog import RunLog
 
@@ -55,60 +57,96 @@ def write_plots(task, data: Dataset, evaluation: Evaluation, cfg: DictConfig, ru
         save_figure(fig, run_dir / "plots" / f"{name}.png")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train one task x split x model as `cfg` says, write its outputs into `run_dir`, return metrics.json."""
+def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopRequest | None = None) -> dict:
+    """Train one task x split x model as `cfg` says, write its outputs into `run_dir`, return metrics.json.
+
+    With `resume`, continue from run_dir's checkpoint. Raises Interrupted (checkpoint written) on
+    SIGINT/SIGTERM, Diverged on a non-finite loss; metrics.json then says so in its `status`.
+    """
     validate(cfg)
     device = resolve_device(cfg.device)
     if cfg.trainer.keep_freed_memory:
         keep_freed_memory()
+    if cfg.trainer.deterministic:
+        make_deterministic()
     seed_everything(cfg.seed)
     task = build_task(cfg.task, cfg.data)
     data = build_dataset(cfg, task, device)
     model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
+    order = torch.Generator().manual_seed(cfg.seed)  # batch order: its own generator, independent of init
+    checkpoint_path = run_dir / CHECKPOINT
+    state = restore(load_checkpoint(checkpoint_path), model, optimizer, order, device) if resume else TrainState()
+    if state.epoch >= cfg.trainer.epochs:
+        raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "
+                          f"already completed {state.epoch} epochs; pass a larger trainer.epochs to train on")
     params = count_params(model)
-    log.info("%s / %s / %s: %d params, %d train / %d test examples, on %s", cfg.task.name, cfg.split.name,
-             cfg.model.name, params, len(data.train_idx), len(data.test_idx), device)
+    log.info("%s / %s / %s: %d params, %d train / %d test examples, on %s%s", cfg.task.name, cfg.split.name,
+             cfg.model.name, params, len(data.train_idx), len(data.test_idx), device,
+             f", resuming after epoch {state.epoch} step {state.step}" if resume else "")
     summary = {"task": cfg.task.name, "split": cfg.split.name, "model": cfg.model.name, "params": params,
                "seed": cfg.seed, "device": str(device), "headline": task.headline}
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def save(s: TrainState) -> None:
+        save_checkpoint(checkpoint_path, config, model, optimizer, s, order)
+
+    def finish(status: str, **extra) -> dict:
+        last = state.history.metrics[-1] if state.history.metrics else {}
+        metrics = {**summary, "epochs": state.epoch, "step": state.step, "wall_seconds": round(state.wall_seconds, 3),
+                   "status": status, **extra, **last}
+        write_json(run_dir / "metrics.json", metrics)
+        return metrics
+
     metric_names = [f"{part}/{name}" for part in ("train", "test") for name in ("loss", task.headline)]
-    runlog = RunLog(run_dir, cfg, metric_names)
-    start = time.perf_counter()
+    runlog = RunLog(run_dir, cfg, metric_names, resumed_at=state.epoch if resume else None)
     try:
-        evaluation, history = fit(model, task, data, optimizer, cfg, runlog)
+        with stop or StopRequest() as stop:
+            evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)
         if cfg.trainer.plots:
-            write_plots(task, data, evaluation, cfg, run_dir, runlog, history.epochs[-1])
+            write_plots(task, data, evaluation, cfg, run_dir, runlog, state.epoch)
+    except Interrupted as error:
+        finish("interrupted", step=error.step, error=str(error))
+        raise
+    except Diverged as error:
+        finish("diverged", step=error.step, error=str(error))
+        raise
     except Exception as error:
-        write_json(run_dir / "metrics.json", {**summary, "status": "failed", "error": repr(error),
-                                              "wall_seconds": time.perf_counter() - start})
+        finish("failed", error=repr(error))
         raise
     finally:
         runlog.close()
-    metrics = {**summary, "epochs": history.epochs[-1], "wall_seconds": round(time.perf_counter() - start, 3),
-               "status": "completed", **evaluation.metrics}
-    write_json(run_dir / "metrics.json", metrics)
+    metrics = finish("completed")
     log.info("done in %.1fs: test %s %.4g -> %s", metrics["wall_seconds"], task.headline,
              metrics["test"][task.headline], run_dir)
     return metrics
 
 
-def remove_if_only_hydra_files(run_dir: Path) -> None:
-    """After a user error, leave no half-made run directory behind (but never touch one with results in it)."""
-    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir)
+def fail(error: Exception, code: int, message: str) -> None:
+    """End a single run with `message` on stderr and exit status `code`; in a sweep, fail just this job."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise error
+    logging.shutdown()
+    print(f"coordexp: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry: returns the test value of the task's headline metric, for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resume = cfg.resume is not None
     try:
-        metrics = train(cfg, run_dir)
+        if resume:
+            cfg = resumed_config(cfg, list(HydraConfig.get().overrides.task))
+        metrics = train(cfg, run_dir, resume=resume)
     except ConfigError as error:
-        logging.shutdown()
-        remove_if_only_hydra_files(run_dir)
-        print(f"coordexp: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error, 2, f"error: {error}")
+    except Interrupted as error:
+        fail(error, error.exit_code, f"{error}; checkpoint saved. Continue with: "
+                                     f"python -m coordexp.train resume={run_dir}")
+    except Diverged as error:
+        fail(error, 3, f"diverged: {error}")
     return metrics["test"][metrics["headline"]]
 
 

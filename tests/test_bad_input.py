@@ -1,36 +1,69 @@
-"""Bad input on the command line: a short message naming the value and the choices, non-zero exit, no files."""
+"""Bad input on the command line: one clear line naming the key, the value and what is allowed, a
+non-zero exit, no traceback, and nothing written."""
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+# (id, overrides, texts the error must contain). {tmp} is a fresh directory; {tmp}/file is a plain file.
 CASES = [
-    (["split=diagonal"], ["diagonal", "quarter", "uniform"]),
-    (["model=resnet"], ["resnet", "conv", "coordconv", "mlp", "coordmlp"]),
-    (["task=segmentation"], ["segmentation", "classification", "regression", "rendering"]),
-    (["optimizer=lbfgs"], ["lbfgs", "adam", "sgd"]),
-    (["optimizer.lr=-1"], ["optimizer.lr", "-1", "(0, inf]"]),
-    (["trainer.epochs=0"], ["trainer.epochs", "0", "integer >= 1"]),
-    (["trainer.epochs=abc"], ["trainer.epochs", "abc"]),
-    (["data.test_fraction=1.5"], ["data.test_fraction", "1.5", "(0, 1)"]),
-    (["task=rendering", "task.loss=hinge"], ["task.loss", "hinge", "bce, mse"]),
-    (["device=tpu"], ["device", "tpu", "auto, cpu, cuda"]),
+    ("unknown split", ["split=diagonal"], ["diagonal", "quarter", "uniform"]),
+    ("unknown model", ["model=resnet"], ["resnet", "conv", "coordconv", "mlp", "coordmlp"]),
+    ("unknown task", ["task=segmentation"], ["segmentation", "classification", "regression", "rendering"]),
+    ("unknown optimizer", ["optimizer=lbfgs"], ["lbfgs", "adam", "sgd", "rmsprop"]),
+    ("unknown schedule", ["schedule.name=linear"], ["schedule.name", "linear", "constant, step, cosine"]),
+    ("unknown loss", ["task=rendering", "task.loss=hinge"], ["task.loss", "hinge", "bce, mse"]),
+    ("unknown device", ["device=tpu"], ["device", "tpu", "auto, cpu, cuda"]),
+    ("unknown key", ["trainer.epoch=3"], ["trainer.epoch", "not in struct"]),
+    ("epochs not a number", ["trainer.epochs=abc"], ["trainer.epochs", "abc", "integer >= 1"]),
+    ("lr not a number", ["optimizer.lr=fast"], ["optimizer.lr", "fast", "(0, inf]"]),
+    ("with_r not a bool", ["model.with_r=maybe"], ["model.with_r", "maybe", "true or false"]),
+    ("seed not an integer", ["seed=1.5"], ["seed", "1.5", "integer >= 0"]),
+    ("negative lr", ["optimizer.lr=-1"], ["optimizer.lr", "-1", "(0, inf]"]),
+    ("zero epochs", ["trainer.epochs=0"], ["trainer.epochs", "0", "integer >= 1"]),
+    ("zero batch", ["trainer.batch_size=0"], ["trainer.batch_size", "0", "integer >= 1"]),
+    ("test fraction above 1", ["split=uniform", "data.test_fraction=1.5"], ["data.test_fraction", "1.5", "(0, 1)"]),
+    ("canvas not a power of 2", ["data.canvas=100"], ["data.canvas", "100", "power of two"]),
+    ("even square", ["data.square=10"], ["data.square", "10", "odd"]),
+    ("test fraction with quarter", ["split=quarter", "data.test_fraction=0.3"],
+     ["data.test_fraction", "0.3", "split.name=uniform"]),
+    ("radius without coordinates", ["model=conv", "model.with_r=true"], ["model.with_r", "conv", "coordconv"]),
+    ("step knob with constant", ["schedule.every=5"], ["schedule.every", "5", "schedule.name=step"]),
+    ("unwritable output dir", ["hydra.run.dir={tmp}/file/run"], ["hydra.run.dir", "{tmp}/file/run", "cannot write"]),
+    ("resume of a missing dir", ["resume={tmp}/missing"], ["resume", "{tmp}/missing", "no checkpoint.pt"]),
 ]
 if not torch.cuda.is_available():
-    CASES.append((["device=cuda"], ["device", "cuda", "not available", "auto, cpu, cuda"]))
+    CASES.append(("cuda without CUDA", ["device=cuda"], ["device", "cuda", "not available", "auto, cpu, cuda"]))
 
 
-@pytest.mark.parametrize("overrides, expected", CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_input_fails_cleanly(tmp_path, overrides, expected):
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "coordexp.train", *overrides, f"hydra.run.dir={run_dir}", "debug=fast"],
-        capture_output=True, text=True, timeout=120,
-    )
+def run_case(tmp, overrides):
+    run_dir = tmp / "run"
+    args = [o.format(tmp=tmp) for o in overrides]
+    if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):
+        args.append(f"hydra.run.dir={run_dir}")
+    return subprocess.run([sys.executable, "-m", "coordexp.train", *args, "debug=fast"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every case run once through the real CLI, a few at a time (each is mostly interpreter start-up)."""
+    dirs = {case_id: tmp_path_factory.mktemp("bad") for case_id, _, _ in CASES}
+    for tmp in dirs.values():
+        (tmp / "file").write_text("a file, not a directory")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case_id: pool.submit(run_case, dirs[case_id], overrides) for case_id, overrides, _ in CASES}
+    return {case_id: (dirs[case_id], future.result()) for case_id, future in futures.items()}
+
+
+@pytest.mark.parametrize("case_id, overrides, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_cleanly(results, case_id, overrides, expected):
+    tmp, result = results[case_id]
     assert result.returncode != 0
     for text in expected:
-        assert text in result.stderr, result.stderr
+        assert text.format(tmp=tmp) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert not (run_dir / "metrics.json").exists()
-    assert not run_dir.exists(), list(run_dir.iterdir())
+    assert len(result.stderr.strip().splitlines()) <= 15, result.stderr  # short, not a dump
+    assert sorted(p.name for p in tmp.iterdir()) == ["file"]  # nothing written
