@@ -20,7 +20,7 @@ def position_scatter(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], c
 
     `true` and `pred` map "train" and "test" to (N, 2) arrays of (x, y) in pixels.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3), sharex=True, sharey=True, layout="constrained")
     for ax, points, title in ((axes[0], true, "true positions"), (axes[1], pred, "predicted positions")):
         for part, colour in (("train", TRAIN_COLOUR), ("test", TEST_COLOUR)):
             xy = points[part]
@@ -28,7 +28,6 @@ def position_scatter(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], c
         ax.set(title=title, xlim=(0, canvas), ylim=(canvas, 0), xlabel="x", aspect="equal")
     axes[0].set_ylabel("y")
     axes[0].legend(loc="lower left", markerscale=4)
-    fig.tight_layout()
     return fig
 
 
@@ -38,7 +37,7 @@ def image_pairs(targets: dict[str, np.ndarray], preds: dict[str, np.ndarray], pr
     `targets` and `preds` map "train" and "test" to (k, H, W) arrays.
     """
     columns = [(part, i) for part in ("train", "test") for i in range(len(targets[part]))]
-    fig, axes = plt.subplots(2, len(columns), figsize=(1.9 * len(columns), 4), squeeze=False)
+    fig, axes = plt.subplots(2, len(columns), figsize=(1.9 * len(columns), 4), squeeze=False, layout="constrained")
     for col, (part, i) in enumerate(columns):
         colour = TRAIN_COLOUR if part == "train" else TEST_COLOUR
         for row, (images, label) in enumerate(((targets, "target"), (preds, pred_label))):
@@ -51,7 +50,6 @@ def image_pairs(targets: dict[str, np.ndarray], preds: dict[str, np.ndarray], pr
                 ax.set_title(f"{part} {i}", color=colour, fontsize=9)
             if col == 0:
                 ax.set_ylabel(label)
-    fig.tight_layout()
     return fig
 
 
@@ -69,14 +67,17 @@ def success_map(centres: np.ndarray, values: np.ndarray, is_test: np.ndarray, me
     grid[centres[:, 1] - y0, centres[:, 0] - x0] = values
     test[centres[:, 1] - y0, centres[:, 0] - x0] = is_test
     extent = (x0 - 0.5, x0 + width - 0.5, y0 + height - 0.5, y0 - 0.5)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    cmap = "viridis" if higher_is_better else "viridis_r"
-    image = ax.imshow(grid, cmap=cmap, extent=extent, interpolation="nearest")
-    ys, xs = np.mgrid[y0:y0 + height, x0:x0 + width]
-    ax.contour(xs, ys, test.astype(float), levels=[0.5], colors=TEST_COLOUR, linewidths=1.5)
-    ax.set(title=f"{metric} per square centre (test outlined in blue)", xlabel="x", ylabel="y")
+    fig, ax = plt.subplots(figsize=(6.4, 5.3), layout="constrained")
+    cmap = "RdYlGn" if higher_is_better else "RdYlGn_r"
+    image = ax.imshow(grid, cmap=cmap, extent=extent, interpolation="nearest", vmin=0,
+                      vmax=1 if higher_is_better else max(float(np.nanpercentile(values, 99)), 1.0))
+    # pad the mask so the outline closes along the canvas edge too
+    padded = np.pad(test, 1).astype(float)
+    ys, xs = np.mgrid[y0 - 1:y0 + height + 1, x0 - 1:x0 + width + 1]
+    ax.contour(xs, ys, padded, levels=[0.5], colors=TEST_COLOUR, linewidths=2)
+    ax.set(title=f"{metric} per square centre (test outlined in blue)", xlabel="x", ylabel="y",
+           xlim=extent[:2], ylim=extent[2:])
     fig.colorbar(image, ax=ax, label=metric)
-    fig.tight_layout()
     return fig
 
 

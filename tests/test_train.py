@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from coordexp.train import train
 from conftest import make_cfg
@@ -60,3 +61,9 @@ def test_cli_run_writes_hydra_config_tensorboard_plots_and_metrics(tmp_path):
     assert {p.name for p in (run_dir / "plots").iterdir()} == {"success_map.png", "positions.png"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["params"] == 906
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert {"train/loss", "test/loss", "train/pixel_error", "test/pixel_error"} <= set(events.Tags()["scalars"])
+    assert {"plots/success_map", "plots/positions"} <= set(events.Tags()["images"])
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
