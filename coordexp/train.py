@@ -15,6 +15,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from coordexp.config import ConfigError, resolve_device, validate
@@ -105,6 +106,8 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, run_dir)
     except ConfigError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # one bad job in a sweep: the sweep callback records it and the other jobs still run
         logging.shutdown()
         remove_if_only_hydra_files(run_dir)
         print(f"coordexp: error: {error}", file=sys.stderr)

@@ -1,20 +1,46 @@
-"""Sweeps: any folder of runs aggregates into one summary row per job."""
+"""Sweeps: a multirun writes one summary row per job,
+survives a failing job and says so in its exit status; the launchers; TensorBoard sees one run per job."""
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from coordexp.aggregate import aggregate
+from coordexp.train import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
+TINY = ["task=regression", "model=coordconv", "data.canvas=32", "debug=fast", "trainer.plots=false"]  # ~1 s a job
+
+
+def compose_with_hydra(*overrides: str):
+    """The config with its hydra node, as `python -m coordexp.train -m OVERRIDES` sees it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def multirun(sweep_dir: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "coordexp.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def summary_rows(sweep_dir: Path) -> list[dict]:
     with open(sweep_dir / "summary.csv") as f:
         return list(csv.DictReader(f))
+
+
+# --- launcher configs ----------------------------------------------------------------------------------
+
+def test_slurm_launcher_composes_with_its_defaults():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.cpus_per_task) == ("gpu", 4)
 
 
 # --- aggregation of any folder of runs -----------------------------------------------------------------
@@ -65,3 +91,103 @@ def test_aggregate_cli(tmp_path):
     result = subprocess.run([sys.executable, "-m", "coordexp.aggregate", str(tmp_path / "empty")], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no runs" in result.stderr
+
+
+# --- real sweeps on the command line -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def joblib_sweep(tmp_path_factory):
+    """4 tiny jobs on 2 joblib workers: (sweep dir, the process's result)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep_dir = tmp_path_factory.mktemp("joblib") / "sweep"
+    result = multirun(sweep_dir, *TINY, "split=uniform,quarter", "seed=0,1", "hydra/launcher=joblib",
+                      "hydra.launcher.n_jobs=2")
+    return sweep_dir, result
+
+
+def test_joblib_sweep_writes_one_summary_row_per_job(joblib_sweep):
+    sweep_dir, result = joblib_sweep
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(sweep_dir)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    assert {(r["split"], r["seed"]) for r in rows} == {(s, n) for s in ("uniform", "quarter") for n in ("0", "1")}
+    for row in rows:
+        assert "debug=fast" in row["overrides"] and float(row["wall_seconds"]) > 0 and row["params"] == "906"
+        assert float(row["train_pixel_error"]) >= 0 and float(row["test_pixel_error"]) >= 0
+    assert "4 jobs: 4 completed" in (sweep_dir / "summary.md").read_text()
+    assert (sweep_dir / "summary.png").exists()
+
+
+def test_joblib_sweep_logs_a_progress_line_per_job_with_cores_shared_between_jobs(joblib_sweep):
+    sweep_dir, _ = joblib_sweep
+    lines = (sweep_dir / "sweep.log").read_text().splitlines()
+    progress = [line for line in lines if line.startswith("job ")]
+    assert sorted(line.split(" done")[0] for line in progress) == [f"job {k}/4" for k in range(1, 5)]
+    assert all("status=completed test pixel_error=" in line for line in progress)
+    threads = max(os.cpu_count() // 2, 1)  # 2 jobs at once share the cores
+    assert all(line.endswith(f"threads={threads} -> {line.split(' -> ')[1]}") for line in progress)
+    assert lines[-1].startswith("sweep done: 4 jobs: 4 completed")
+
+
+def test_tensorboard_sees_one_run_per_job_with_its_hparams(joblib_sweep):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata
+
+    sweep_dir, _ = joblib_sweep
+    runs = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    runs.Reload()
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+    assert sorted(runs.Runs()) == jobs
+    seen = set()
+    for run in jobs:
+        tags = runs.PluginRunToTagToContent(metadata.PLUGIN_NAME)[run]
+        assert {metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG} <= set(tags)
+        hparams = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG]).hparams
+        seen.add((hparams["split.name"].string_value, hparams["seed"].number_value))
+        assert "test/pixel_error" in runs.GetAccumulator(run).Tags()["scalars"]
+    assert len(seen) == 4  # the HParams dashboard tells the jobs apart
+
+
+def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    # torch refuses Nesterov without momentum when the optimizer is built: one job of four fails
+    result = multirun(tmp_path, *TINY, "optimizer=sgd", "optimizer.nesterov=false,true", "optimizer.momentum=0,0.9",
+                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert result.returncode == 1
+    assert "1 of 4 jobs did not complete (1 failed)" in result.stderr
+    rows = summary_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "completed"]
+    assert "optimizer.nesterov=true optimizer.momentum=0" in rows[2]["overrides"].lower()
+    assert "Nesterov" in rows[2]["error"]
+    assert "Nesterov" in (tmp_path / rows[2]["job"] / "train.log").read_text()  # with its traceback
+    assert "status=failed error=ValueError" in (tmp_path / "sweep.log").read_text()
+
+
+def test_a_job_with_a_bad_config_fails_alone(tmp_path):
+    # basic launcher, one job after the other: the bad first job does not stop the second
+    result = multirun(tmp_path, *TINY, "trainer.batch_size=99999,8")
+    assert result.returncode == 1
+    rows = summary_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+    assert "ConfigError" in rows[0]["error"] and "trainer.batch_size" in rows[0]["error"]
+
+
+def test_submitit_local_runs_a_two_job_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = multirun(tmp_path, *TINY, "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1")
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["completed", "completed"]
+    progress = [line for line in (tmp_path / "sweep.log").read_text().splitlines() if line.startswith("job ")]
+    assert len(progress) == 2 and all(" threads=1 " in line for line in progress)
+
+
+@pytest.mark.slow
+def test_the_issue_command_four_jobs_on_joblib(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    result = multirun(tmp_path, "task=classification", "split=uniform,quarter", "model=conv,coordconv",
+                      "hydra/launcher=joblib", "debug=fast", timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(tmp_path)
+    assert sorted((r["split"], r["model"]) for r in rows) == sorted(
+        (s, m) for s in ("uniform", "quarter") for m in ("conv", "coordconv"))
+    assert {r["status"] for r in rows} == {"completed"} and all(r["test_accuracy"] for r in rows)
