@@ -1,8 +1,9 @@
-"""Sweeps: a multirun writes one summary row per job,
+"""Sweeps: the paper's grids compose with the sizes they claim; a multirun writes one summary row per job,
 survives a failing job and says so in its exit status; the launchers; TensorBoard sees one run per job."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from coordexp.aggregate import aggregate
+from coordexp.config import validate
+from coordexp.sweep import planned_jobs
 from coordexp.train import CONFIG_DIR
+from conftest import make_cfg
 
 REPO = Path(__file__).resolve().parent.parent
+SWEEPS = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 TINY = ["task=regression", "model=coordconv", "data.canvas=32", "debug=fast", "trainer.plots=false"]  # ~1 s a job
 
 
@@ -32,6 +38,36 @@ def multirun(sweep_dir: Path, *overrides: str, timeout: int = 240) -> subprocess
 def summary_rows(sweep_dir: Path) -> list[dict]:
     with open(sweep_dir / "summary.csv") as f:
         return list(csv.DictReader(f))
+
+
+# --- the paper's grids and settings ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_config_composes_with_the_grid_size_it_claims(name):
+    claimed = int(re.search(r"(\d+) runs per split", (Path(CONFIG_DIR) / "sweep" / f"{name}.yaml").read_text())[1])
+    cfg = compose_with_hydra(f"sweep={name}")
+    assert planned_jobs(cfg) == claimed
+    for key, values in cfg.hydra.sweeper.params.items():  # every swept value gives a valid run
+        for value in str(values).split(","):
+            validate(make_cfg(f"sweep={name}", f"{key}={value}"))
+
+
+def test_the_paper_deconv_grids_have_the_paper_sizes_and_l2_as_twice_the_weight_decay():
+    assert planned_jobs(compose_with_hydra("sweep=classification_conv")) == 324
+    assert planned_jobs(compose_with_hydra("sweep=rendering_conv")) == 648
+    params = compose_with_hydra("sweep=classification_conv").hydra.sweeper.params
+    assert [float(v) for v in params["optimizer.weight_decay"].split(",")] == [2 * l2 for l2 in (0, 1e-3, 1e-2)]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_pins_its_task_model_and_the_paper_setting_over_the_recipe(name):
+    task, model = name.split("_")
+    for split in ("uniform", "quarter"):
+        cfg = make_cfg(f"experiment={name}", f"split={split}")
+        validate(cfg)
+        assert (cfg.task.name, cfg.model.name, cfg.split.name) == (task, model, split)
+        assert cfg.trainer.batch_size in (16, 256)  # the paper's, not the recipe's
+        assert cfg.schedule.name == ("step" if model == "conv" and task != "regression" else "constant")
 
 
 # --- launcher configs ----------------------------------------------------------------------------------
