@@ -1,0 +1,155 @@
+"""Gather the runs under a folder into summary.csv, summary.md and summary.png: one row per job.
+
+`python -m coordexp.aggregate DIR` does it for any folder of runs: a sweep, one cut short, or single
+runs. The sweep callback (`coordexp.sweep`) does it for the sweep directory when a multirun ends.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from coordexp.files import atomic_write
+from coordexp.models import FAMILIES
+from coordexp.plots import save_figure
+
+MISSING = "missing"  # a job directory (it has .hydra/) without metrics.json: still running, killed or cut short
+COLUMNS = ["job", "status", "task", "split", "model", "overrides", "params", "seed", "epochs", "wall_seconds",
+           "headline"]  # then train_<metric> and test_<metric> columns, then error
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that puts job 10 after job 9."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """Every run directory under `root`, in job order: those with a metrics.json or a .hydra/ folder."""
+    found = {p.parent for p in root.rglob("metrics.json")}
+    found |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
+    return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
+
+
+def read_job(job_dir: Path, root: Path) -> dict:
+    """One summary row: the job's overrides, identity and status, and its final metrics when it has them."""
+    metrics_file, hydra_dir = job_dir / "metrics.json", job_dir / ".hydra"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"status": MISSING}
+    config = OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").exists() else None
+    overrides = OmegaConf.load(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").exists() else []
+    row = {"job": job_dir.relative_to(root).as_posix(), "status": metrics["status"], "overrides": " ".join(overrides)}
+    for key in ("task", "split", "model"):  # a job that failed early names them only in its config
+        row[key] = metrics.get(key, OmegaConf.select(config, f"{key}.name") if config is not None else None)
+    for key in ("params", "seed", "epochs", "wall_seconds", "headline"):
+        row[key] = metrics.get(key)
+    for part in ("train", "test"):
+        row.update({f"{part}_{name}": value for name, value in metrics.get(part, {}).items()})
+    row["error"] = metrics.get("error")
+    return row
+
+
+def describe(rows: list[dict]) -> str:
+    """'4 jobs: 3 completed, 1 failed', completed first."""
+    counts = Counter(row["status"] for row in rows)
+    parts = [f"{counts.pop('completed', 0)} completed"] + [f"{n} {status}" for status, n in sorted(counts.items())]
+    return f"{len(rows)} job{'s' if len(rows) != 1 else ''}: {', '.join(parts)}"
+
+
+def csv_text(rows: list[dict]) -> str:
+    """The rows as CSV: fixed columns, then every metric column that appears, then the error."""
+    metric_columns = list(dict.fromkeys(key for row in rows for key in row if key not in COLUMNS + ["error"]))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS + metric_columns + ["error"], restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def cell(value) -> str:
+    """A value as a markdown table cell: numbers to 4 significant digits, pipes escaped, blanks for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_text(rows: list[dict], title: str) -> str:
+    """A markdown table of the jobs with the final train and test headline metric, then why the others ended."""
+    lines = [f"# {title}", "", describe(rows) + ".", "",
+             "| job | overrides | status | params | wall (s) | metric | train | test |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        metric = row["headline"]
+        lines.append("| " + " | ".join(cell(v) for v in (
+            row["job"], row["overrides"], row["status"], row["params"], row["wall_seconds"], metric,
+            row.get(f"train_{metric}"), row.get(f"test_{metric}"))) + " |")
+    unfinished = [row for row in rows if row["status"] != "completed"]
+    if unfinished:
+        lines += ["", "## Not completed", ""]
+        lines += [f"- `{row['job']}`: {row['status']}" + (f": {cell(row['error'])}" if row["error"] else "")
+                  for row in unfinished]
+    return "\n".join(lines) + "\n"
+
+
+def train_test_figure(rows: list[dict]) -> Figure:
+    """Final train against test headline metric, one point per completed job, coloured by model, one panel per
+    (task, split): the paper's Figure 2a / 4a. The dashed diagonal is test = train: distance from it is the
+    generalisation gap."""
+    done = [row for row in rows if row["status"] == "completed"]
+    panels = sorted({(row["task"], row["split"]) for row in done})
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4.6), squeeze=False)
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no completed jobs", ha="center", va="center")
+        axes[0, 0].set_axis_off()
+    for ax, (task, split) in zip(axes[0], panels):
+        here = [row for row in done if (row["task"], row["split"]) == (task, split)]
+        metric = here[0]["headline"]
+        for model in sorted({row["model"] for row in here}, key=FAMILIES.index):
+            points = [(row[f"train_{metric}"], row[f"test_{metric}"]) for row in here if row["model"] == model]
+            colour = f"C{FAMILIES.index(model)}"  # a model keeps its colour across panels and sweeps
+            ax.scatter(*zip(*points), s=30, alpha=0.8, color=colour, label=f"{model} ({len(points)})")
+        top = max([1.0] + [row[f"{part}_{metric}"] for row in here for part in ("train", "test")])
+        ax.plot([0, top], [0, top], ls="--", lw=1, color="grey", label="test = train")
+        ax.set(title=f"{task} / {split}", xlabel=f"train {metric}", ylabel=f"test {metric}",
+               xlim=(-0.03 * top, 1.03 * top), ylim=(-0.03 * top, 1.03 * top))
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(describe(rows))
+    fig.tight_layout()
+    return fig
+
+
+def aggregate(root: str | Path) -> list[dict]:
+    """Read every run under `root` and write root/summary.csv, summary.md and summary.png; return the rows."""
+    root = Path(root)
+    rows = [read_job(job_dir, root) for job_dir in find_jobs(root)]
+    csv_data, md_data = csv_text(rows).encode(), markdown_text(rows, f"Summary of {root.resolve().name}").encode()
+    atomic_write(root / "summary.csv", lambda f: f.write(csv_data))
+    atomic_write(root / "summary.md", lambda f: f.write(md_data))
+    save_figure(train_test_figure(rows), root / "summary.png")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: aggregate DIR; exit status 2 when DIR holds no runs."""
+    parser = argparse.ArgumentParser(prog="python -m coordexp.aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a sweep directory or any folder of runs (searched recursively)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir() or not find_jobs(args.dir):
+        print(f"coordexp.aggregate: error: no runs under {args.dir} (no metrics.json or .hydra/ found)",
+              file=sys.stderr)
+        return 2
+    rows = aggregate(args.dir)
+    print(f"{describe(rows)}; wrote summary.csv, summary.md, summary.png in {args.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
