@@ -146,6 +146,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.square % 2 == 0 or cfg.data.square >= cfg.data.canvas:
         raise ConfigError(f"data.square={cfg.data.square!r} is invalid: must be odd and smaller than "
                           f"data.canvas={cfg.data.canvas}")
+    if OmegaConf.select(cfg, "optimizer.nesterov", default=False) and not cfg.optimizer.momentum > 0:
+        raise ConfigError(f"optimizer.nesterov=true is invalid with optimizer.momentum={cfg.optimizer.momentum}: "
+                          "Nesterov momentum needs optimizer.momentum > 0")
     if cfg.model.with_r and cfg.model.name not in FAMILIES_WITH_COORDS:
         raise ConfigError(f"model.with_r=true is invalid with model={cfg.model.name}: it has no coordinate "
                           f"channels; valid with model={' or model='.join(FAMILIES_WITH_COORDS)}")

@@ -14,6 +14,9 @@ from coordexp.data import onehot_images, square_images
 TASKS = ("classification", "regression", "rendering")
 INPUT_COORDS = ("normalized", "pixels")
 RENDER_LOSSES = ("bce", "mse")
+# every metric any task reports: each run registers them all as HParams columns, so TensorBoard
+# shows the same columns for every run of a sweep that mixes tasks
+METRICS = ("accuracy", "pixel_error", "iou")
 
 
 def coordinate_inputs(centres: Tensor, canvas: int, mode: str) -> Tensor:

@@ -27,7 +27,7 @@ from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
 from coordexp.runtime import keep_freed_memory, make_deterministic
-from coordexp.tasks import build_task
+from coordexp.tasks import METRICS, build_task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
@@ -70,22 +70,26 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     if cfg.trainer.deterministic:
         make_deterministic()
     seed_everything(cfg.seed)
-    task = build_task(cfg.task, cfg.data)
-    data = build_dataset(cfg, task, device)
-    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
-    optimizer = build_optimizer(cfg.optimizer, model)
+    summary = {"task": cfg.task.name, "split": cfg.split.name, "model": cfg.model.name, "seed": cfg.seed,
+               "device": str(device)}
+    try:
+        task = build_task(cfg.task, cfg.data)
+        data = build_dataset(cfg, task, device)
+        model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
+        optimizer = build_optimizer(cfg.optimizer, model)
+    except Exception as error:  # e.g. a value only the optimizer itself rejects: the run still says why
+        write_json(run_dir / "metrics.json", {**summary, "status": "failed", "error": repr(error)})
+        raise
     order = torch.Generator().manual_seed(cfg.seed)  # batch order: its own generator, independent of init
     checkpoint_path = run_dir / CHECKPOINT
     state = restore(load_checkpoint(checkpoint_path), model, optimizer, order, device) if resume else TrainState()
     if state.epoch >= cfg.trainer.epochs:
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "
                           f"already completed {state.epoch} epochs; pass a larger trainer.epochs to train on")
-    params = count_params(model)
+    summary.update(params=count_params(model), headline=task.headline)
     log.info("%s / %s / %s: %d params, %d train / %d test examples, on %s%s", cfg.task.name, cfg.split.name,
-             cfg.model.name, params, len(data.train_idx), len(data.test_idx), device,
+             cfg.model.name, summary["params"], len(data.train_idx), len(data.test_idx), device,
              f", resuming after epoch {state.epoch} step {state.step}" if resume else "")
-    summary = {"task": cfg.task.name, "split": cfg.split.name, "model": cfg.model.name, "params": params,
-               "seed": cfg.seed, "device": str(device), "headline": task.headline}
     config = OmegaConf.to_container(cfg, resolve=True)
 
     def save(s: TrainState) -> None:
@@ -98,8 +102,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
         write_json(run_dir / "metrics.json", metrics)
         return metrics
 
-    metric_names = [f"{part}/{name}" for part in ("train", "test") for name in ("loss", task.headline)]
-    runlog = RunLog(run_dir, cfg, metric_names, resumed_at=state.epoch if resume else None)
+    runlog = RunLog(run_dir, cfg, [f"{part}/{name}" for part in ("train", "test") for name in ("loss", *METRICS)],
+                    resumed_at=state.epoch if resume else None)
     try:
         with stop or StopRequest() as stop:
             evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)

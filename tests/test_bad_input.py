@@ -31,6 +31,8 @@ CASES = [
      ["data.test_fraction", "0.3", "split.name=uniform"]),
     ("radius without coordinates", ["model=conv", "model.with_r=true"], ["model.with_r", "conv", "coordconv"]),
     ("step knob with constant", ["schedule.every=5"], ["schedule.every", "5", "schedule.name=step"]),
+    ("nesterov without momentum", ["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0"],
+     ["optimizer.nesterov", "optimizer.momentum=0", "> 0"]),
     ("unwritable output dir", ["hydra.run.dir={tmp}/file/run"], ["hydra.run.dir", "{tmp}/file/run", "cannot write"]),
     ("resume of a missing dir", ["resume={tmp}/missing"], ["resume", "{tmp}/missing", "no checkpoint.pt"]),
 ]

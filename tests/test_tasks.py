@@ -66,3 +66,13 @@ def test_rendering_losses_are_lower_for_better_predictions(loss):
     _, targets = t.build(torch.tensor([[20, 20]]))
     good = (targets * 2 - 1) * 10
     assert t.loss(good, targets) < t.loss(torch.zeros_like(targets), targets) < t.loss(-good, targets)
+
+
+@pytest.mark.parametrize("name", ["classification", "regression", "rendering"])
+def test_every_task_reports_only_registered_metrics_and_its_headline(name):
+    from coordexp.tasks import METRICS
+    t = task(name)
+    inputs, targets = t.build(torch.tensor([[10, 20], [40, 50]]))
+    outputs = torch.zeros(2, 2) if name == "regression" else torch.zeros(2, 64, 64)
+    per = t.per_example(outputs, targets)
+    assert set(per) <= set(METRICS) and t.headline in per
