@@ -77,6 +77,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("model.regressor", choice(REGRESSORS)),
     ("model.with_r", boolean),
     ("model.r_center", number(-1, 1)),
+    ("model.fast", boolean),
     ("data.canvas", power_of_two),
     ("data.square", integer(1)),
     ("data.square_value", number(0, 1, low_open=True)),
