@@ -7,6 +7,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from coordexp.data import SPLITS
+from coordexp.loop import PRECISIONS
 from coordexp.models import FAMILIES, REGRESSORS
 from coordexp.optim import SCHEDULES
 from coordexp.tasks import INPUT_COORDS, RENDER_LOSSES, TASKS
@@ -97,6 +98,8 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("trainer.max_steps_per_epoch", optional(integer(1))),
     ("trainer.eval_every", integer(1)),
     ("trainer.eval_batch_size", integer(1)),
+    ("trainer.precision", choice(PRECISIONS)),
+    ("trainer.target", optional(number(0))),
     ("trainer.keep_freed_memory", boolean),
     ("trainer.progress", boolean),
     ("trainer.plots", boolean),

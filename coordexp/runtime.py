@@ -6,6 +6,8 @@ import ctypes.util
 import logging
 import sys
 
+import torch
+
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
@@ -26,3 +28,15 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         log.debug("mallopt unavailable; keeping the default allocator")
         return False
+
+
+def configure_backends(device: torch.device) -> None:
+    """CUDA: let cuDNN pick the fastest algorithm for our fixed shapes, and keep fp32 products in true fp32.
+
+    Training speed on the GPU comes from bf16 autocast (trainer.precision); TF32 is off so that evaluation,
+    always fp32, is not silently rounded to a 10-bit mantissa (like bf16, it can flip an argmax).
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False

@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -24,12 +25,18 @@ from coordexp.loop import Evaluation, fit
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
-from coordexp.runtime import keep_freed_memory
+from coordexp.runtime import configure_backends, keep_freed_memory
 from coordexp.tasks import build_task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config `python -m coordexp.train OVERRIDES` would run (without the hydra node), for tests and scripts."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def seed_everything(seed: int) -> None:
@@ -61,6 +68,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     device = resolve_device(cfg.device)
     if cfg.trainer.keep_freed_memory:
         keep_freed_memory()
+    configure_backends(device)
     seed_everything(cfg.seed)
     task = build_task(cfg.task, cfg.data)
     data = build_dataset(cfg, task, device)
@@ -85,7 +93,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     finally:
         runlog.close()
     metrics = {**summary, "epochs": history.epochs[-1], "wall_seconds": round(time.perf_counter() - start, 3),
-               "status": "completed", **evaluation.metrics}
+               "train_seconds": round(history.train_seconds[-1], 3), "status": "completed", **evaluation.metrics}
     write_json(run_dir / "metrics.json", metrics)
     log.info("done in %.1fs: test %s %.4g -> %s", metrics["wall_seconds"], task.headline,
              metrics["test"][task.headline], run_dir)

@@ -1,9 +1,14 @@
-"""The fast paths: structure-aware CoordConv layers compute what the plain layers compute."""
+"""The fast paths: structure-aware CoordConv layers compute what the plain layers compute, bf16 training
+leaves evaluation in fp32, and trainer.target stops a run at the result."""
 import pytest
 import torch
 
+from coordexp.config import ConfigError, validate
+from coordexp.loop import evaluate, reached, train_step
 from coordexp.models import build_model
+from coordexp.optim import build_optimizer
 from coordexp.tasks import build_task
+from coordexp.train import build_dataset, train
 from conftest import make_cfg
 
 SMALL = ["data.canvas=16", "data.square=5"]  # 144 examples of 16x16: evaluations take milliseconds
@@ -61,3 +66,53 @@ def test_fast_and_plain_agree_under_bf16_autocast(task, family, extra):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out_fast, out_plain = fast(inputs).float(), plain(inputs).float()
     torch.testing.assert_close(out_fast, out_plain, rtol=0.05, atol=0.05 * out_plain.abs().max().item())
+
+
+def test_bf16_training_step_and_fp32_evaluation():
+    cfg = make_cfg("task=classification", "model=coordconv", "trainer.precision=bf16", *SMALL)
+    task = build_task(cfg.task, cfg.data)
+    data = build_dataset(cfg, task, torch.device("cpu"))
+    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    dtypes = []
+    model.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    idx = data.train_idx[:8]
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = train_step(model, task, optimizer, data.inputs[idx], data.targets[idx], "bf16")
+    assert dtypes == [torch.bfloat16] and loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    evaluation = evaluate(model, task, data, cfg.trainer.eval_batch_size)
+    assert set(dtypes[1:]) == {torch.float32} and evaluation.outputs.dtype == torch.float32
+
+
+def test_bf16_run_trains_end_to_end(tmp_path, smoke):
+    metrics = train(make_cfg("task=rendering", "model=coordconv", "trainer.precision=bf16", *SMALL, *smoke), tmp_path)
+    assert metrics["status"] == "completed" and 0 <= metrics["test"]["iou"] <= 1
+    assert metrics["train_seconds"] <= metrics["wall_seconds"]
+
+
+def test_target_stops_at_the_first_evaluation_that_reaches_it(tmp_path):
+    budget = ["task=classification", "model=coordconv", "trainer.epochs=3", "trainer.max_steps_per_epoch=2",
+              "trainer.plots=false", "trainer.progress=false", *SMALL]
+    assert train(make_cfg(*budget, "trainer.target=0.0"), tmp_path / "stop")["epochs"] == 1
+    assert train(make_cfg(*budget), tmp_path / "full")["epochs"] == 3
+
+
+def test_target_direction_follows_the_metric():
+    cfg = make_cfg("task=regression")
+    regression = build_task(cfg.task, cfg.data)
+    assert reached(regression, {"pixel_error": 0.4}, 0.5) and not reached(regression, {"pixel_error": 0.5}, 0.5)
+    classification = build_task(make_cfg("task=classification").task, cfg.data)
+    assert reached(classification, {"accuracy": 1.0}, 1.0) and not reached(classification, {"accuracy": 0.99}, 1.0)
+    assert not reached(classification, {"accuracy": 1.0}, None)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.precision=fp16", "trainer.precision='fp16' is invalid: valid choices: bf16, fp32"),
+    ("trainer.target=-1", "trainer.target=-1 is invalid"),
+    ("model.fast=maybe", "model.fast='maybe' is invalid: must be true or false"),
+])
+def test_bad_fast_path_settings_are_config_errors(override, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        validate(make_cfg(override))
