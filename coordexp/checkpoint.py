@@ -17,10 +17,12 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class History:
-    """Per-evaluation metrics, as logged: one entry per evaluated epoch."""
+    """Per-evaluation metrics, as logged: one entry per evaluated epoch, with the seconds spent training
+    (evaluations excluded) up to it."""
 
     epochs: list[int] = field(default_factory=list)
     metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    train_seconds: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -33,7 +35,8 @@ class TrainState:
     perm: Tensor | None = None     # the current epoch's batch order, while inside an epoch
     loss_sum: Tensor | None = None  # the current epoch's summed training loss so far
     history: History = field(default_factory=History)
-    wall_seconds: float = 0.0      # training time of every session of this run so far
+    wall_seconds: float = 0.0      # time of every session of this run so far, evaluations included
+    train_seconds: float = 0.0     # time spent in training steps only, every session included
 
 
 def rng_states(order: torch.Generator) -> dict:

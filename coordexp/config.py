@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from coordexp.checkpoint import CHECKPOINT, load_checkpoint
 from coordexp.data import SPLITS
+from coordexp.loop import PRECISIONS
 from coordexp.models import FAMILIES, REGRESSORS
 from coordexp.optim import SCHEDULES
 from coordexp.tasks import INPUT_COORDS, RENDER_LOSSES, TASKS
@@ -102,6 +103,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("model.regressor", choice(REGRESSORS)),
     ("model.with_r", boolean),
     ("model.r_center", number(-1, 1)),
+    ("model.fast", boolean),
     ("data.canvas", power_of_two),
     ("data.square", integer(1)),
     ("data.square_value", number(0, 1, low_open=True)),
@@ -122,6 +124,8 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("trainer.max_steps_per_epoch", optional(integer(1))),
     ("trainer.eval_every", integer(1)),
     ("trainer.eval_batch_size", integer(1)),
+    ("trainer.precision", choice(PRECISIONS)),
+    ("trainer.target", optional(number(0))),
     ("trainer.keep_freed_memory", boolean),
     ("trainer.checkpoint_every", integer(1)),
     ("trainer.deterministic", boolean),

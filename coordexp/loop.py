@@ -20,6 +20,7 @@ from coordexp.tasks import Task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
+PRECISIONS = ("bf16", "fp32")
 
 
 class Diverged(Exception):
@@ -63,10 +64,34 @@ def evaluate(model: nn.Module, task: Task, data: Dataset, batch_size: int) -> Ev
     return Evaluation(outputs, per_example, {part: dict(zip(names, row)) for (part, _), row in zip(parts, means)})
 
 
+def train_step(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, inputs: Tensor, targets: Tensor,
+               precision: str) -> Tensor:
+    """One optimizer step on a batch; returns the loss as a device tensor (no host sync).
+
+    precision "bf16" runs the forward pass under bf16 autocast (CPU or CUDA); the loss is always fp32.
+    """
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        outputs = model(inputs)
+    loss = task.loss(outputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def reached(task: Task, test_metrics: dict[str, float], target: float | None) -> bool:
+    """Whether the test headline metric reached `target`: >= for accuracy and IoU, < for pixel error."""
+    if target is None:
+        return False
+    value = test_metrics[task.headline]
+    return value >= target if task.higher_is_better else value < target
+
+
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
         runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
         save: Callable[[TrainState], None]) -> Evaluation:
-    """Train from `state` to cfg.trainer.epochs, evaluating every eval_every epochs and after the last.
+    """Train from `state` to cfg.trainer.epochs, evaluating every eval_every epochs and after the last;
+    stop early at the first evaluation whose test headline metric reaches cfg.trainer.target (if set).
 
     Calls `save(state)` every checkpoint_every epochs and at the end. Raises Interrupted (after saving)
     when `stop` has caught a signal, and Diverged (without saving) on a non-finite loss.
@@ -96,17 +121,14 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
 
     model.train()
     for epoch in range(state.epoch, trainer.epochs):
+        epoch_start = time.perf_counter()
         if state.perm is None:
             state.perm = data.train_idx[torch.randperm(n_train, generator=order).to(device)]
             state.batch, state.loss_sum = 0, torch.zeros((), device=device)
         for b in range(state.batch, steps_per_epoch):
             idx = state.perm[b * trainer.batch_size:(b + 1) * trainer.batch_size]
             set_lr(optimizer, cfg.optimizer.lr, lr_factor(cfg.schedule, state.step, steps_per_epoch, total_steps))
-            loss = task.loss(model(data.inputs[idx]), data.targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss = loss.detach()
+            loss = train_step(model, task, optimizer, data.inputs[idx], data.targets[idx], trainer.precision)
             state.loss_sum += loss
             state.batch, state.step = b + 1, state.step + 1
             step_count += 1
@@ -120,7 +142,8 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
                 check_finite()
                 progress.update(epoch + b / steps_per_epoch, (state.loss_sum / (b + 1)).item(), latest)
         check_finite()
-        train_loss = (state.loss_sum / steps_per_epoch).item()
+        train_loss = (state.loss_sum / steps_per_epoch).item()  # the epoch's one host sync: the timing is honest
+        state.train_seconds += time.perf_counter() - epoch_start
         state.epoch, state.perm, state.loss_sum, state.batch = epoch + 1, None, None, 0
         runlog.scalars({"train/running_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}, state.epoch)
         last = state.epoch == trainer.epochs
@@ -128,6 +151,7 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             evaluation = evaluate(model, task, data, trainer.eval_batch_size)
             state.history.epochs.append(state.epoch)
             state.history.metrics.append(evaluation.metrics)
+            state.history.train_seconds.append(state.train_seconds)
             runlog.scalars({f"{part}/{name}": value for part, values in evaluation.metrics.items()
                             for name, value in values.items()}, state.epoch)
             test = evaluation.metrics["test"]
@@ -136,8 +160,14 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             log.info("epoch %d/%d  train loss %.4g  %s  |  %s", state.epoch, trainer.epochs, train_loss,
                      "  ".join(f"train {k} {v:.4g}" for k, v in evaluation.metrics["train"].items() if k != "loss"),
                      "  ".join(f"test {k} {v:.4g}" for k, v in test.items() if k != "loss"))
+            if reached(task, test, trainer.target):
+                log.info("test %s reached trainer.target=%g after %.2fs of training: stopping", task.headline,
+                         trainer.target, state.train_seconds)
+                last = True
         if state.epoch % trainer.checkpoint_every == 0 or last:
             state.wall_seconds, session_start = elapsed(), time.perf_counter()
             save(state)
+        if last:
+            break
     progress.clear()
     return evaluation

@@ -12,7 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from coordexp.nn import AddCoords
+from coordexp.nn import AddCoords, tiled_linear
+from coordexp.pointwise import linear_relu_stack
 
 FAMILIES = ("conv", "coordconv", "mlp", "coordmlp")
 REGRESSORS = ("uniform", "quarter")
@@ -70,17 +71,26 @@ class DeconvPainter(nn.Module):
 class CoordConvPainter(nn.Module):
     """The paper's CoordConv painter: (x, y) tiled over the canvas plus coordinate channels, 1x1 convs.
 
-    Channels 32m, 32m, 64m, 64m, 1 with ReLU between: 7,553 params at mul=1.
+    Channels 32m, 32m, 64m, 64m, 1 with ReLU between: 7,553 params at mul=1. With `fast`, the same
+    parameters evaluated as matrix products on (N, pixels, channels): the first layer split by `tiled_linear`
+    so the tiled input is never built, the rest one fused `linear_relu_stack`; otherwise the plain
+    tile + AddCoords + nn.Conv2d stack.
     """
 
-    def __init__(self, canvas: int, mul: int, with_r: bool, r_center: float):
+    def __init__(self, canvas: int, mul: int, with_r: bool, r_center: float, fast: bool):
         super().__init__()
-        self.canvas = canvas
+        self.canvas, self.fast = canvas, fast
         self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
         self.net = pointwise_convs([2 + self.add_coords.extra_channels, 32 * mul, 32 * mul, 64 * mul, 64 * mul, 1])
 
     def forward(self, coords: Tensor) -> Tensor:
-        return self.net(self.add_coords(tile(coords, self.canvas, self.canvas))).squeeze(1)
+        size = (self.canvas, self.canvas)
+        if not self.fast:
+            return self.net(self.add_coords(tile(coords, *size))).squeeze(1)
+        first, *rest = self.net[0::2]  # the 1x1 convs (ReLU between them)
+        pixels = self.add_coords.pixels(size, coords.device, coords.dtype)
+        features = torch.relu(tiled_linear(coords, pixels, first.weight.flatten(1), first.bias))
+        return linear_relu_stack(features, [c.weight.flatten(1) for c in rest], [c.bias for c in rest]).view(-1, *size)
 
 
 class CoordConvRenderer(nn.Module):
@@ -88,11 +98,12 @@ class CoordConvRenderer(nn.Module):
     map), then fs x fs convs 8m, 8m, 16m, 16m, 1 with ReLU between that paint the square.
 
     About 11.9k params at mul=1, fs=3 (11,850). The convs need fs >= 2 to paint a square at all.
+    With `fast`, the painter takes its fast path.
     """
 
-    def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float):
+    def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float, fast: bool):
         super().__init__()
-        self.painter = CoordConvPainter(canvas, mul, with_r, r_center)
+        self.painter = CoordConvPainter(canvas, mul, with_r, r_center, fast)
         channels = [1, 8 * mul, 8 * mul, 16 * mul, 16 * mul, 1]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
@@ -150,7 +161,9 @@ class ConvRegressorQuarter(nn.Module):
 
 class CoordConvRegressor(nn.Module):
     """The paper's CoordConv regressor: one-hot + coordinate channels, 1x1 convs 8, 8, 8, 3x3 convs 8, 2,
-    global max-pool; no nonlinearity. 906 params. Max-pooling matters: averaging collapses to the centre."""
+    global max-pool; no nonlinearity. 906 params. Max-pooling matters: averaging collapses to the centre.
+    (Composing the three linear 1x1 convs into one map per step was measured on the CPU: no gain.)
+    """
 
     def __init__(self, with_r: bool, r_center: float):
         super().__init__()
@@ -192,21 +205,36 @@ class MLPPainter(nn.Module):
 
 
 class CoordMLPPainter(nn.Module):
-    """CoordMLP for painting: the same MLP applied at every pixel to (x, y, xx, yy[, rr]) -> one logit."""
+    """CoordMLP for painting: the same MLP applied at every pixel to (x, y, xx, yy[, rr]) -> one logit.
 
-    def __init__(self, canvas: int, hidden: int, depth: int, with_r: bool, r_center: float):
+    With `fast`, the first Linear is split by `tiled_linear` so the tiled input is never built.
+    """
+
+    def __init__(self, canvas: int, hidden: int, depth: int, with_r: bool, r_center: float, fast: bool):
         super().__init__()
-        self.canvas = canvas
+        self.canvas, self.fast = canvas, fast
         self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
         self.net = mlp([2 + self.add_coords.extra_channels] + [hidden] * depth + [1])
 
     def forward(self, coords: Tensor) -> Tensor:
-        features = self.add_coords(tile(coords, self.canvas, self.canvas))  # (N, C, H, W)
-        return self.net(features.permute(0, 2, 3, 1)).squeeze(-1)
+        size = (self.canvas, self.canvas)
+        if not self.fast:
+            features = self.add_coords(tile(coords, *size))  # (N, C, H, W)
+            return self.net(features.permute(0, 2, 3, 1)).squeeze(-1)
+        first = self.net[0]
+        pixels = self.add_coords.pixels(size, coords.device, coords.dtype)
+        return self.net[1:](tiled_linear(coords, pixels, first.weight, first.bias)).view(-1, *size)
 
 
 def build_model(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
-    """The model of family `cfg.name` for `task`, with the knobs in `cfg`."""
+    """The model of family `cfg.name` for `task`, with the knobs in `cfg`; `cfg.fast` picks the fast paths."""
+    model = _build(cfg, task, canvas)
+    if cfg.fast:  # channels-last kernels make oneDNN / cuDNN run every convolution channels-last (1.3-2x on CPU)
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _build(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
     family = cfg.name
     coords = dict(with_r=cfg.with_r, r_center=cfg.r_center)
     if task == "regression":
@@ -220,11 +248,11 @@ def build_model(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
         return DeconvPainter(canvas, cfg.mul, cfg.fs)
     if family == "coordconv":
         if task == "rendering":
-            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords)
-        return CoordConvPainter(canvas, cfg.mul, **coords)
+            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords, fast=cfg.fast)
+        return CoordConvPainter(canvas, cfg.mul, **coords, fast=cfg.fast)
     if family == "mlp":
         return MLPPainter(canvas, cfg.hidden, cfg.depth)
-    return CoordMLPPainter(canvas, cfg.hidden, cfg.depth, **coords)
+    return CoordMLPPainter(canvas, cfg.hidden, cfg.depth, **coords, fast=cfg.fast)
 
 
 def count_params(model: nn.Module) -> int:

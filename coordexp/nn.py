@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = [
     "AddCoords",
+    "tiled_linear",
     "CoordConv1d",
     "CoordConv2d",
     "CoordConv3d",
@@ -55,7 +57,8 @@ class AddCoords(nn.Module):
     def extra_channels(self) -> int:
         return self.rank + int(self.with_r)
 
-    def _coords(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def coords(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The coordinate channels for a `shape` input, (1, extra_channels, *shape), cached."""
         key = (shape, device, dtype)
         coords = self._cache.get(key)
         if coords is None:
@@ -78,8 +81,12 @@ class AddCoords(nn.Module):
                 f"AddCoords(rank={self.rank}) expects input of shape (N, C, {_SPATIAL_NAMES[self.rank]}), "
                 f"got shape {tuple(x.shape)}"
             )
-        coords = self._coords(tuple(x.shape[2:]), x.device, x.dtype)
+        coords = self.coords(tuple(x.shape[2:]), x.device, x.dtype)
         return torch.cat([x, coords.expand(x.shape[0], -1, *x.shape[2:])], dim=1)
+
+    def pixels(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The coordinate channels as one row per pixel, (prod(shape), extra_channels), pixels in row-major order."""
+        return self.coords(shape, device, dtype).flatten(2)[0].t()
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, with_r={self.with_r}, r_center={self.r_center}"
@@ -89,6 +96,20 @@ class AddCoords(nn.Module):
         state = self.__dict__.copy()
         state["_cache"] = {}
         return state
+
+
+def tiled_linear(values: torch.Tensor, pixels: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear on the concatenation [values[n], pixels[p]] for every sample n and pixel p, (N, P, out).
+
+    This is a 1x1 CoordConv (or a Linear applied per pixel) on a per-sample vector tiled over the canvas,
+    without building the tiled input: the product splits into a per-sample term, values (N, V) @ W[:, :V].T,
+    computed once per sample, and a per-pixel term, pixels (P, C) @ W[:, V:].T, computed once per canvas,
+    broadcast-added. `weight` is (out, V + C), the layout of the 1x1 convolution it replaces.
+    """
+    per_sample = F.linear(values, weight[:, :values.shape[1]], bias)
+    per_pixel = F.linear(pixels, weight[:, values.shape[1]:])
+    return per_sample[:, None, :] + per_pixel[None]
 
 
 class _CoordConvNd(nn.Module):

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from coordexp.aggregate import read_job, train_test_figure
 from coordexp.files import atomic_write
 from coordexp.plots import save_figure
-from coordexp.train import CONFIG_DIR
+from coordexp.train import compose_config
 
 TASKS, SPLITS = ("classification", "regression", "rendering"), ("uniform", "quarter")
 # The paper's headline numbers (PAPER.md), per (task, split): (conv / deconv, CoordConv).
@@ -100,8 +99,7 @@ def run_all(out: Path, jobs: list[tuple[Group, int]], workers: int, extra: list[
 
 def recipe_lr(task: str, split: str) -> float:
     """The learning rate of the conv baseline's recipe, read from the composed config."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"task={task}", f"split={split}", "model=conv"]).optimizer.lr
+    return compose_config(f"task={task}", f"split={split}", "model=conv").optimizer.lr
 
 
 def plan(tasks: list[str], splits: list[str]) -> tuple[list[Group], dict[tuple[str, str], list[Group]]]:

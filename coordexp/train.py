@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -26,12 +27,18 @@ from coordexp.loop import Diverged, Evaluation, fit
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
-from coordexp.runtime import keep_freed_memory, make_deterministic
+from coordexp.runtime import configure_backends, keep_freed_memory, make_deterministic
 from coordexp.tasks import METRICS, build_task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config `python -m coordexp.train OVERRIDES` would run (without the hydra node), for tests and scripts."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def seed_everything(seed: int) -> None:
@@ -67,6 +74,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     device = resolve_device(cfg.device)
     if cfg.trainer.keep_freed_memory:
         keep_freed_memory()
+    configure_backends(device)
     if cfg.trainer.deterministic:
         make_deterministic()
     seed_everything(cfg.seed)
@@ -98,6 +106,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     def finish(status: str, **extra) -> dict:
         last = state.history.metrics[-1] if state.history.metrics else {}
         metrics = {**summary, "epochs": state.epoch, "step": state.step, "wall_seconds": round(state.wall_seconds, 3),
+                   "train_seconds": round(state.train_seconds, 3),
                    "status": status, **extra, **last}
         write_json(run_dir / "metrics.json", metrics)
         return metrics
