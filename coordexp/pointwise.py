@@ -34,8 +34,8 @@ class _LinearReLUStack(torch.autograd.Function):
         for i in reversed(range(len(weights))):
             grads = [grad.t() @ inputs[i], grad.sum(0)] + grads
             grad = grad @ weights[i]
-            if i > 0:  # the layer's input came out of a ReLU
-                grad = torch.ops.aten.threshold_backward(grad, inputs[i], 0)
+            if i > 0:  # the layer's input came out of a ReLU; masked in place, while `grad` is still in cache
+                torch.ops.aten.threshold_backward.grad_input(grad, inputs[i], 0, grad_input=grad)
         return (grad, *grads)
 
 
