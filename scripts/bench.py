@@ -2,10 +2,10 @@
 
 For each (task, model), with the recipe's config (quarter split): samples/s of `coordexp.loop.train_step`, its
 FLOP/s (counted with torch.utils.flop_counter on one step) against bf16 and fp32 matrix-product peaks measured
-in the same run, and the ratio to a plain reference measured in the same run: the same model with
-model.fast=false, trainer.precision=fp32 and glibc's default allocator (in a subprocess, since the allocator
-setting is process-wide). Then, for the CoordConv models, seconds of training to the paper's result on the
-quarter split, over seeds, through `coordexp.train.train` with trainer.target set.
+in the same run, and the ratio to a plain reference measured in the same run: the same model with PLAIN's
+overrides (plain layers, fp32, unfused Adam) and glibc's default allocator (in a subprocess, since the
+allocator setting is process-wide). Then, for the CoordConv models, seconds of training to the paper's result
+on the quarter split, over seeds, through `coordexp.train.train` with trainer.target set.
 
     python scripts/bench.py [--device auto|cpu|cuda] [--tasks ...] [--models ...] [--seeds 5] [--quick] [--out F]
 """
@@ -36,7 +36,7 @@ from coordexp.train import build_dataset, compose_config, seed_everything, train
 
 # The paper's CoordConv results on the quarter split, as trainer.target values of each task's headline metric.
 TARGETS = {"classification": 1.0, "regression": 0.5, "rendering": 0.99}
-PLAIN = ["model.fast=false", "trainer.precision=fp32"]
+PLAIN = ["model.fast=false", "trainer.precision=fp32", "optimizer.fused=false"]
 # coordexp.pointwise's fused linear + ReLU is not in torch's FLOP registry: x (M, in) @ w.T (in, out)
 FUSED_FLOPS = {torch.ops.mkldnn._linear_pointwise:
                lambda x_shape, w_shape, *args, **kwargs: 2 * math.prod(x_shape) * w_shape[0]}
