@@ -1,8 +1,8 @@
 """Stacks of 1x1 convolutions (per-pixel Linears) with ReLU between them, as matrix products on (rows, channels).
 
 One autograd node for the whole stack: on the CPU each hidden layer is a single oneDNN product with the ReLU
-fused in (no separate pass over the activations), and the backward is written out, so no activation is
-stored twice. Same parameters, same result as the layer-by-layer version up to floating-point rounding.
+fused in (no separate pass over the activations), and the backward is written out, masking each gradient in
+place. Same parameters, same result as the layer-by-layer version up to floating-point rounding.
 """
 from __future__ import annotations
 

@@ -148,7 +148,8 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
 
 def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
     """Time to the paper's result of the CoordConv model on the quarter split, per task over seeds; prints it."""
-    print(f"\ntime to result, coordconv, quarter split, seeds 0-{seeds - 1} (seconds of training, evaluations excluded)")
+    print(f"\ntime to result, coordconv, quarter split, seeds 0-{seeds - 1} "
+          "(seconds of training, evaluations excluded)")
     results = {}
     for task in tasks:
         runs = [time_to_result(task, seed, device) for seed in range(seeds)]
@@ -156,9 +157,9 @@ def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
         n_reached = sum(r["reached"] for r in runs)
         results[task] = {"target": TARGETS[task], "runs": runs, "reached": n_reached,
                          "median_train_seconds": statistics.median(times)}
-        print(f"{task:<15}target {TARGETS[task]:<5} reached {n_reached}/{len(runs)}  median {statistics.median(times):.2f}s"
-              f"  max {max(times):.2f}s  ({', '.join(f'{t:.2f}' for t in times)}; "
-              f"epochs {', '.join(str(r['epochs']) for r in runs)})")
+        print(f"{task:<15}target {TARGETS[task]:<5} reached {n_reached}/{len(runs)}  "
+              f"median {statistics.median(times):.2f}s  max {max(times):.2f}s  "
+              f"({', '.join(f'{t:.2f}' for t in times)}; epochs {', '.join(str(r['epochs']) for r in runs)})")
     return results
 
 
