@@ -96,11 +96,14 @@ def step_speed(overrides: list[str], device: torch.device, quick: bool) -> dict:
 
 
 def reference_speeds(pairs: list[tuple[str, str]], device: torch.device, quick: bool) -> dict:
-    """Plain-reference step speeds, measured in a fresh process so glibc's allocator keeps its defaults."""
-    args = [sys.executable, __file__, "--reference", "--device", device.type,
-            "--tasks", *sorted({t for t, _ in pairs}), "--models", *sorted({m for _, m in pairs})]
-    out = subprocess.run(args + (["--quick"] if quick else []), capture_output=True, text=True, check=True).stdout
-    return {tuple(k.split("/")): v for k, v in json.loads(out).items()}
+    """Plain-reference samples/s, each (task, model) in a fresh process: glibc's allocator starts from its
+    defaults (an earlier model's large frees would have raised its dynamic mmap threshold)."""
+    speeds = {}
+    for task, model in pairs:
+        args = [sys.executable, __file__, "--reference", "--device", device.type, "--tasks", task, "--models", model]
+        out = subprocess.run(args + (["--quick"] if quick else []), capture_output=True, text=True, check=True).stdout
+        speeds[(task, model)] = json.loads(out)[f"{task}/{model}"]["samples_per_s"]
+    return speeds
 
 
 def time_to_result(task: str, seed: int, device: torch.device) -> dict:
@@ -129,7 +132,7 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
     after = peaks(device, quick)
     ref_after = reference_speeds(pairs, device, quick)
     peak = {k: max(before[k], after[k]) for k in before}
-    references = {k: max(ref_before[k]["samples_per_s"], ref_after[k]["samples_per_s"]) for k in ref_before}
+    references = {k: max(ref_before[k], ref_after[k]) for k in ref_before}
     print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} (other "
           f"processes skew every number); matrix-product peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
           f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s\n")
