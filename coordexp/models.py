@@ -90,7 +90,8 @@ class CoordConvPainter(nn.Module):
         first, *rest = self.net[0::2]  # the 1x1 convs (ReLU between them)
         pixels = self.add_coords.pixels(size, coords.device, coords.dtype)
         features = torch.relu(tiled_linear(coords, pixels, first.weight.flatten(1), first.bias))
-        return linear_relu_stack(features, [c.weight.flatten(1) for c in rest], [c.bias for c in rest]).view(-1, *size)
+        logits = linear_relu_stack(features, [c.weight.flatten(1) for c in rest], [c.bias for c in rest])
+        return logits.view(-1, *size)
 
 
 class CoordConvRenderer(nn.Module):

@@ -1,8 +1,8 @@
 """Stacks of 1x1 convolutions (per-pixel Linears) with ReLU between them, as matrix products on (rows, channels).
 
 One autograd node for the whole stack: on the CPU each hidden layer is a single oneDNN product with the ReLU
-fused in (no separate pass over the activations), and the backward is written out, so no activation is
-stored twice. Same parameters, same result as the layer-by-layer version up to floating-point rounding.
+fused in (no separate pass over the activations), and the backward is written out, masking each gradient in
+place. Same parameters, same result as the layer-by-layer version up to floating-point rounding.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ class _LinearReLUStack(torch.autograd.Function):
         for i in reversed(range(len(weights))):
             grads = [grad.t() @ inputs[i], grad.sum(0)] + grads
             grad = grad @ weights[i]
-            if i > 0:  # the layer's input came out of a ReLU
-                grad = torch.ops.aten.threshold_backward(grad, inputs[i], 0)
+            if i > 0:  # the layer's input came out of a ReLU; masked in place, while `grad` is still in cache
+                torch.ops.aten.threshold_backward.grad_input(grad, inputs[i], 0, grad_input=grad)
         return (grad, *grads)
 
 

@@ -2,10 +2,10 @@
 
 For each (task, model), with the recipe's config (quarter split): samples/s of `coordexp.loop.train_step`, its
 FLOP/s (counted with torch.utils.flop_counter on one step) against bf16 and fp32 matrix-product peaks measured
-in the same run, and the ratio to a plain reference measured in the same run: the same model with
-model.fast=false, trainer.precision=fp32 and glibc's default allocator (in a subprocess, since the allocator
-setting is process-wide). Then, for the CoordConv models, seconds of training to the paper's result on the
-quarter split, over seeds, through `coordexp.train.train` with trainer.target set.
+in the same run, and the ratio to a plain reference measured in the same run: the same model with PLAIN's
+overrides (plain layers, fp32, unfused Adam) and glibc's default allocator (in a subprocess, since the
+allocator setting is process-wide). Then, for the CoordConv models, seconds of training to the paper's result
+on the quarter split, over seeds, through `coordexp.train.train` with trainer.target set.
 
     python scripts/bench.py [--device auto|cpu|cuda] [--tasks ...] [--models ...] [--seeds 5] [--quick] [--out F]
 """
@@ -36,7 +36,7 @@ from coordexp.train import build_dataset, compose_config, seed_everything, train
 
 # The paper's CoordConv results on the quarter split, as trainer.target values of each task's headline metric.
 TARGETS = {"classification": 1.0, "regression": 0.5, "rendering": 0.99}
-PLAIN = ["model.fast=false", "trainer.precision=fp32"]
+PLAIN = ["model.fast=false", "trainer.precision=fp32", "optimizer.fused=false"]
 # coordexp.pointwise's fused linear + ReLU is not in torch's FLOP registry: x (M, in) @ w.T (in, out)
 FUSED_FLOPS = {torch.ops.mkldnn._linear_pointwise:
                lambda x_shape, w_shape, *args, **kwargs: 2 * math.prod(x_shape) * w_shape[0]}
@@ -96,11 +96,14 @@ def step_speed(overrides: list[str], device: torch.device, quick: bool) -> dict:
 
 
 def reference_speeds(pairs: list[tuple[str, str]], device: torch.device, quick: bool) -> dict:
-    """Plain-reference step speeds, measured in a fresh process so glibc's allocator keeps its defaults."""
-    args = [sys.executable, __file__, "--reference", "--device", device.type,
-            "--tasks", *sorted({t for t, _ in pairs}), "--models", *sorted({m for _, m in pairs})]
-    out = subprocess.run(args + (["--quick"] if quick else []), capture_output=True, text=True, check=True).stdout
-    return {tuple(k.split("/")): v for k, v in json.loads(out).items()}
+    """Plain-reference samples/s, each (task, model) in a fresh process: glibc's allocator starts from its
+    defaults (an earlier model's large frees would have raised its dynamic mmap threshold)."""
+    speeds = {}
+    for task, model in pairs:
+        args = [sys.executable, __file__, "--reference", "--device", device.type, "--tasks", task, "--models", model]
+        out = subprocess.run(args + (["--quick"] if quick else []), capture_output=True, text=True, check=True).stdout
+        speeds[(task, model)] = json.loads(out)[f"{task}/{model}"]["samples_per_s"]
+    return speeds
 
 
 def time_to_result(task: str, seed: int, device: torch.device) -> dict:
@@ -129,7 +132,7 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
     after = peaks(device, quick)
     ref_after = reference_speeds(pairs, device, quick)
     peak = {k: max(before[k], after[k]) for k in before}
-    references = {k: max(ref_before[k]["samples_per_s"], ref_after[k]["samples_per_s"]) for k in ref_before}
+    references = {k: max(ref_before[k], ref_after[k]) for k in ref_before}
     print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} (other "
           f"processes skew every number); matrix-product peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
           f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s\n")
@@ -148,7 +151,8 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
 
 def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
     """Time to the paper's result of the CoordConv model on the quarter split, per task over seeds; prints it."""
-    print(f"\ntime to result, coordconv, quarter split, seeds 0-{seeds - 1} (seconds of training, evaluations excluded)")
+    print(f"\ntime to result, coordconv, quarter split, seeds 0-{seeds - 1} "
+          "(seconds of training, evaluations excluded)")
     results = {}
     for task in tasks:
         runs = [time_to_result(task, seed, device) for seed in range(seeds)]
@@ -156,9 +160,9 @@ def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
         n_reached = sum(r["reached"] for r in runs)
         results[task] = {"target": TARGETS[task], "runs": runs, "reached": n_reached,
                          "median_train_seconds": statistics.median(times)}
-        print(f"{task:<15}target {TARGETS[task]:<5} reached {n_reached}/{len(runs)}  median {statistics.median(times):.2f}s"
-              f"  max {max(times):.2f}s  ({', '.join(f'{t:.2f}' for t in times)}; "
-              f"epochs {', '.join(str(r['epochs']) for r in runs)})")
+        print(f"{task:<15}target {TARGETS[task]:<5} reached {n_reached}/{len(runs)}  "
+              f"median {statistics.median(times):.2f}s  max {max(times):.2f}s  "
+              f"({', '.join(f'{t:.2f}' for t in times)}; epochs {', '.join(str(r['epochs']) for r in runs)})")
     return results
 
 

@@ -46,6 +46,19 @@ def test_fast_and_plain_give_the_same_outputs(task, family, extra):
     torch.testing.assert_close(out_fast, plain(inputs), rtol=1e-5, atol=1e-5)
 
 
+def test_fast_painter_never_builds_the_tiled_input():
+    fast, plain, inputs = fast_and_plain("classification", "coordconv", [])
+    calls = []
+    for model in (fast, plain):
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, type(model.add_coords))):
+                module.register_forward_hook(lambda module, args, out: calls.append(type(module).__name__))
+    fast(inputs)
+    assert calls == []
+    plain(inputs)
+    assert calls == ["AddCoords"] + ["Conv2d"] * 5
+
+
 @pytest.mark.parametrize("task, family, extra", FAST_MODELS)
 def test_fast_and_plain_give_the_same_gradients(task, family, extra):
     # in float64: in fp32 the two can round a pre-activation within ~1e-7 of 0 to opposite sides of a ReLU
