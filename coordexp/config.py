@@ -113,6 +113,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("optimizer.weight_decay", number(0)),
     ("optimizer.momentum", number(0, 1, high_open=True)),
     ("optimizer.nesterov", boolean),
+    ("optimizer.fused", boolean),
     ("optimizer.eps", number(0, low_open=True)),
     ("optimizer.alpha", number(0, 1)),
     ("schedule.name", choice(SCHEDULES)),
