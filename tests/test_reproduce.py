@@ -2,7 +2,9 @@
 import subprocess
 import sys
 
-from coordexp.reproduce import full_grid_commands
+import pytest
+
+from coordexp.reproduce import Group, full_grid_commands, verdict
 
 
 def test_reproduce_runs_every_setting_writes_a_report_and_resumes(tmp_path):
@@ -26,3 +28,29 @@ def test_reproduce_runs_every_setting_writes_a_report_and_resumes(tmp_path):
 def test_full_prints_the_paper_grids():
     commands = full_grid_commands()
     assert "sweep=classification_conv " in commands and "sweep=rendering_conv " in commands
+
+
+def group(task, split, model, train, test):
+    """A Group whose runs completed with these per-seed train and test headline values."""
+    g = Group(task, split, model)
+    g.runs = [{"status": "completed", f"train_{g.headline}": a, f"test_{g.headline}": b} for a, b in zip(train, test)]
+    return g
+
+
+@pytest.mark.parametrize("task, split, conv, coord, holds", [
+    ("classification", "quarter", ([0.9], [0.0]), ([1.0] * 3, [1.0] * 3), True),
+    ("classification", "quarter", ([0.9], [0.0]), ([1.0] * 3, [1.0, 1.0, 0.95]), False),  # every seed must hold
+    ("classification", "uniform", ([0.9], [0.88]), ([1.0] * 3, [1.0] * 3), False),  # test above the paper's 86%
+    ("classification", "uniform", ([0.4], [0.38]), ([1.0] * 3, [1.0] * 3), False),  # test not below train
+    ("classification", "uniform", ([0.4], [0.25]), ([1.0] * 3, [1.0] * 3), True),
+    ("rendering", "quarter", ([0.7], [0.2]), ([1.0] * 3, [0.995] * 3), True),
+    ("rendering", "quarter", ([0.7], [0.4]), ([1.0] * 3, [0.995] * 3), False),  # deconv above the paper's 0.36
+    ("regression", "quarter", ([1.4], [8.4]), ([0.0] * 3, [0.01] * 3), True),
+    ("regression", "quarter", ([1.4], [2.0]), ([0.0] * 3, [0.01] * 3), False),  # not far off train
+    ("regression", "uniform", ([0.5], [0.8]), ([0.0] * 3, [0.01] * 3), False),  # conv sub-pixel: no struggle
+    ("regression", "uniform", ([1.4], [2.0]), ([0.0] * 3, [0.01] * 3), True),
+    ("regression", "uniform", ([1.4], [2.0]), ([0.0] * 3, [0.01, 0.01, 0.7]), False),
+])
+def test_verdict_follows_the_papers_claims(task, split, conv, coord, holds):
+    ok, why = verdict(task, split, group(task, split, "conv", *conv), group(task, split, "coordconv", *coord))
+    assert ok is holds, why
