@@ -1,10 +1,12 @@
 """Checks on a composed config before any work starts: each error names the key, the value and what is allowed."""
 from __future__ import annotations
 
+import inspect
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -148,6 +150,7 @@ def validate(cfg: DictConfig) -> None:
     betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
     if betas is not None and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"optimizer.betas={list(betas)!r} is invalid: must be two numbers in [0, 1)")
+    _check_optimizer_arguments(cfg.optimizer)
     if cfg.data.square % 2 == 0 or cfg.data.square >= cfg.data.canvas:
         raise ConfigError(f"data.square={cfg.data.square!r} is invalid: must be odd and smaller than "
                           f"data.canvas={cfg.data.canvas}")
@@ -159,6 +162,19 @@ def validate(cfg: DictConfig) -> None:
                           f"channels; valid with model={' or model='.join(FAMILIES_WITH_COORDS)}")
     if cfg.trainer.batch_size > _train_size_bound(cfg):
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is invalid: larger than the training set")
+
+
+def _check_optimizer_arguments(optimizer: DictConfig) -> None:
+    """Every optimizer key must be an argument of its class (a recipe tuned for Adam sets betas, say)."""
+    target = optimizer.get("_target_")
+    try:
+        accepted = set(inspect.signature(hydra.utils.get_class(target)).parameters) - {"self", "params"}
+    except Exception as error:  # an unimportable or misspelt class: say so instead of failing later
+        raise ConfigError(f"optimizer._target_={target!r} is invalid: {error}") from None
+    for key in optimizer:
+        if key != "_target_" and key not in accepted:
+            raise ConfigError(f"optimizer.{key} is invalid with optimizer._target_={target}: it takes "
+                              f"{', '.join(sorted(accepted))}; drop it with ~optimizer.{key}")
 
 
 def override_keys(overrides: list[str]) -> list[str]:

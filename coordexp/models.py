@@ -98,6 +98,9 @@ class CoordConvRenderer(nn.Module):
     """The paper's CoordConv renderer: a CoordConv painter, a softmax over the canvas (a sharpened centre
     map), then fs x fs convs 8m, 8m, 16m, 16m, 1 with ReLU between that paint the square.
 
+    The centre map is scaled by the number of pixels (a density, mean 1): the same function class and
+    parameters, but trainable for every seed (unscaled, 2 of 5 seeds collapsed or stalled, PAPER.md's 2 of 3).
+
     About 11.9k params at mul=1, fs=3 (11,850). The convs need fs >= 2 to paint a square at all.
     With `fast`, the painter takes its fast path.
     """
@@ -115,7 +118,9 @@ class CoordConvRenderer(nn.Module):
 
     def forward(self, coords: Tensor) -> Tensor:
         logits = self.painter(coords)
-        centre_map = torch.softmax(logits.flatten(1).float(), dim=1).view_as(logits)
+        # the softmax as a density (x pixels: 1 per pixel when uniform): at 1/4096 per pixel the paint convs'
+        # biases swamp their input, units die before the map sharpens, and some seeds never paint at all
+        centre_map = torch.softmax(logits.flatten(1).float(), dim=1).view_as(logits) * logits[0].numel()
         return self.paint(centre_map[:, None].to(logits.dtype)).squeeze(1)
 
 

@@ -138,9 +138,9 @@ def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str
               f"deconv test IoU {cc:.3g} <= {bound} ({conv_ok})"
     else:
         coord_ok = max(coord.values("test") or [99]) < 0.5
-        # "struggles": above a pixel where CoordConv is sub-pixel; on the quarter split, also far off train
-        conv_ok = cc > 1.0 and (split == "uniform" or cc > 2 * ct)
-        claim = "test > 1 px" if split == "uniform" else "test > 1 px and > 2x train"
+        # "struggles": misses the sub-pixel bar CoordConv meets; on the quarter split, also far off its train error
+        conv_ok = cc >= 0.5 and (split == "uniform" or cc > 2 * ct)
+        claim = "test >= 0.5 px" if split == "uniform" else "test >= 0.5 px and > 2x train"
         why = f"CoordConv test error {coord.summary('test')} px (every seed < 0.5: {coord_ok}); " \
               f"conv struggles ({claim}): train {ct:.3g} px, test {cc:.3g} px ({conv_ok})"
     return coord_ok and conv_ok, why

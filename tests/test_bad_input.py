@@ -33,6 +33,8 @@ CASES = [
     ("step knob with constant", ["schedule.every=5"], ["schedule.every", "5", "schedule.name=step"]),
     ("nesterov without momentum", ["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0"],
      ["optimizer.nesterov", "optimizer.momentum=0", "> 0"]),
+    ("Adam's betas with SGD", ["task=classification", "model=coordconv", "optimizer=sgd"],
+     ["optimizer.betas", "torch.optim.SGD", "momentum", "~optimizer.betas"]),
     ("unwritable output dir", ["hydra.run.dir={tmp}/file/run"], ["hydra.run.dir", "{tmp}/file/run", "cannot write"]),
     ("resume of a missing dir", ["resume={tmp}/missing"], ["resume", "{tmp}/missing", "no checkpoint.pt"]),
 ]

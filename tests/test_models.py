@@ -73,3 +73,20 @@ def test_models_follow_the_canvas_size():
         model, _ = model_for("task=classification", f"model={family}", "data.canvas=32", "data.square=5", *small)
         model.eval()
         assert model(torch.zeros(2, 2)).shape == (2, 32, 32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_renderer_paint_convs_see_their_input_over_their_biases(seed):
+    # the centre map is a density (mean 1 per pixel): unscaled (1/4096 per pixel) the first paint conv's
+    # biases swamped its input, its units died before the map sharpened, and some seeds never painted
+    torch.manual_seed(seed)
+    model, _ = model_for("task=rendering", "model=coordconv")
+    first = model.paint[0]
+    seen = []
+    first.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    with torch.no_grad():
+        model(torch.rand(4, 2) * 2 - 1)
+    centre_map, out = seen[0]
+    torch.testing.assert_close(centre_map.mean((1, 2, 3)), torch.ones(4))
+    input_term = out - first.bias[:, None, None]
+    assert input_term.abs().mean() > 0.2 * first.bias.abs().mean()
