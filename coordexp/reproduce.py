@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["debug=fast"] if args.smoke else []
     start = time.perf_counter()
     groups, sweeps = plan(args.tasks, args.splits)
-    first = [(g, seed) for g in groups for seed in (args.seeds[:args.extra_seeds] if g.model in EXTRAS else args.seeds)] + \
-            [(p, args.seeds[0]) for points in sweeps.values() for p in points]
+    # the baselines' sweep first: its runs are the longest, and their other seeds wait on it
+    first = [(p, args.seeds[0]) for points in sweeps.values() for p in points] + \
+            [(g, seed) for g in groups for seed in (args.seeds[:args.extra_seeds] if g.model in EXTRAS else args.seeds)]
     print(f"coordexp.reproduce: {len(first)} runs, then the best baselines' other seeds, into {args.out}", flush=True)
     run_all(args.out, first, args.workers, extra)
     baselines = {key: best(points) for key, points in sweeps.items()}
