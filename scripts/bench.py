@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from coordexp.config import resolve_device
+from coordexp.config import ConfigError, resolve_device
 from coordexp.files import write_json
 from coordexp.loop import reached, train_step
 from coordexp.models import FAMILIES, build_model
@@ -176,7 +176,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)  # the subprocess's role
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as error:  # e.g. --device cuda without CUDA: one line, not a traceback
+        parser.exit(2, f"bench.py: error: {error}\n")
     pairs = [(t, m) for t in args.tasks for m in args.models]
     if args.reference:
         print(json.dumps({f"{t}/{m}": step_speed([f"task={t}", "split=quarter", f"model={m}", *PLAIN], device,
