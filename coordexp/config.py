@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from coordexp.checkpoint import CHECKPOINT, load_checkpoint
 from coordexp.data import SPLITS
 from coordexp.loop import PRECISIONS
-from coordexp.models import FAMILIES, REGRESSORS
+from coordexp.models import CENTRE_MAPS, FAMILIES, REGRESSORS
 from coordexp.optim import SCHEDULES
 from coordexp.tasks import INPUT_COORDS, RENDER_LOSSES, TASKS
 
@@ -30,6 +30,7 @@ ONLY_WITH = [
     ("schedule.gamma", "schedule.name", "step"),
     ("schedule.final_factor", "schedule.name", "cosine"),
     ("model.r_center", "model.with_r", True),
+    ("model.centre_map", "task.name", "rendering"),
 ]
 _ABSENT = object()
 
@@ -106,6 +107,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("model.with_r", boolean),
     ("model.r_center", number(-1, 1)),
     ("model.fast", boolean),
+    ("model.centre_map", choice(CENTRE_MAPS)),
     ("data.canvas", power_of_two),
     ("data.square", integer(1)),
     ("data.square_value", number(0, 1, low_open=True)),

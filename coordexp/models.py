@@ -17,6 +17,7 @@ from coordexp.pointwise import linear_relu_stack
 
 FAMILIES = ("conv", "coordconv", "mlp", "coordmlp")
 REGRESSORS = ("uniform", "quarter")
+CENTRE_MAPS = ("density", "softmax")  # the CoordConv renderer's centre map: scaled x pixels, or the paper's
 
 
 def tile(coords: Tensor, height: int, width: int) -> Tensor:
@@ -98,15 +99,17 @@ class CoordConvRenderer(nn.Module):
     """The paper's CoordConv renderer: a CoordConv painter, a softmax over the canvas (a sharpened centre
     map), then fs x fs convs 8m, 8m, 16m, 16m, 1 with ReLU between that paint the square.
 
-    The centre map is scaled by the number of pixels (a density, mean 1): the same function class and
-    parameters, but trainable for every seed (unscaled, 2 of 5 seeds collapsed or stalled, PAPER.md's 2 of 3).
+    With centre_map "density" the map is scaled by the number of pixels (mean 1): the same function class
+    and parameters, but trainable for every seed; "softmax" is the paper's (2 of 5 seeds collapsed or stalled).
 
     About 11.9k params at mul=1, fs=3 (11,850). The convs need fs >= 2 to paint a square at all.
     With `fast`, the painter takes its fast path.
     """
 
-    def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float, fast: bool):
+    def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float, fast: bool,
+                 centre_map: str = "density"):
         super().__init__()
+        self.scale = canvas * canvas if centre_map == "density" else 1
         self.painter = CoordConvPainter(canvas, mul, with_r, r_center, fast)
         channels = [1, 8 * mul, 8 * mul, 16 * mul, 16 * mul, 1]
         layers: list[nn.Module] = []
@@ -120,7 +123,7 @@ class CoordConvRenderer(nn.Module):
         logits = self.painter(coords)
         # the softmax as a density (x pixels: 1 per pixel when uniform): at 1/4096 per pixel the paint convs'
         # biases swamp their input, units die before the map sharpens, and some seeds never paint at all
-        centre_map = torch.softmax(logits.flatten(1).float(), dim=1).view_as(logits) * logits[0].numel()
+        centre_map = torch.softmax(logits.flatten(1).float(), dim=1).view_as(logits) * self.scale
         return self.paint(centre_map[:, None].to(logits.dtype)).squeeze(1)
 
 
@@ -254,7 +257,7 @@ def _build(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
         return DeconvPainter(canvas, cfg.mul, cfg.fs)
     if family == "coordconv":
         if task == "rendering":
-            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords, fast=cfg.fast)
+            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords, fast=cfg.fast, centre_map=cfg.centre_map)
         return CoordConvPainter(canvas, cfg.mul, **coords, fast=cfg.fast)
     if family == "mlp":
         return MLPPainter(canvas, cfg.hidden, cfg.depth)

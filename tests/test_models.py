@@ -75,6 +75,15 @@ def test_models_follow_the_canvas_size():
         assert model(torch.zeros(2, 2)).shape == (2, 32, 32)
 
 
+def test_renderer_softmax_centre_map_is_the_papers_unscaled_one():
+    model, _ = model_for("task=rendering", "model=coordconv", "model.centre_map=softmax")
+    seen = []
+    model.paint[0].register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        model(torch.zeros(3, 2))
+    torch.testing.assert_close(seen[0].sum((1, 2, 3)), torch.ones(3))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_renderer_paint_convs_see_their_input_over_their_biases(seed):
     # the centre map is a density (mean 1 per pixel): unscaled (1/4096 per pixel) the first paint conv's
