@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from coordexp.reproduce import Group, full_grid_commands, verdict
+from coordexp.reproduce import Group, full_grid_commands, plan, verdict
 
 
 def test_reproduce_runs_every_setting_writes_a_report_and_resumes(tmp_path):
@@ -54,3 +54,10 @@ def group(task, split, model, train, test):
 def test_verdict_follows_the_papers_claims(task, split, conv, coord, holds):
     ok, why = verdict(task, split, group(task, split, "conv", *conv), group(task, split, "coordconv", *coord))
     assert ok is holds, why
+
+
+def test_the_papers_renderer_runs_only_when_asked():
+    default, _ = plan(["rendering"], ["quarter"])
+    asked, _ = plan(["rendering"], ["quarter"], renderer_softmax=True)
+    assert {g.name for g in asked} - {g.name for g in default} == {"rendering-quarter-coordconv-softmax"}
+    assert next(g for g in asked if g.variant == "softmax").overrides == ["model.centre_map=softmax"]
