@@ -17,12 +17,10 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class History:
-    """Per-evaluation metrics, as logged: one entry per evaluated epoch, with the seconds spent training
-    (evaluations excluded) up to it."""
+    """Per-evaluation metrics, as logged: one entry per evaluated epoch."""
 
     epochs: list[int] = field(default_factory=list)
     metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
-    train_seconds: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -151,7 +151,6 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             evaluation = evaluate(model, task, data, trainer.eval_batch_size)
             state.history.epochs.append(state.epoch)
             state.history.metrics.append(evaluation.metrics)
-            state.history.train_seconds.append(state.train_seconds)
             runlog.scalars({f"{part}/{name}": value for part, values in evaluation.metrics.items()
                             for name, value in values.items()}, state.epoch)
             test = evaluation.metrics["test"]

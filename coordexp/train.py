@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from coordexp.checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, save_checkpoint
 from coordexp.config import ConfigError, resolve_device, resumed_config, validate
@@ -27,7 +28,7 @@ from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
 from coordexp.runtime import configure_backends, keep_freed_memory, make_deterministic
-from coordexp.tasks import METRICS, build_task
+from coordexp.tasks import METRICS, Task, build_task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ def write_plots(task, data: Dataset, evaluation: Evaluation, cfg: DictConfig, ru
         save_figure(fig, run_dir / "plots" / f"{name}.png")
 
 
+def build_run(cfg: DictConfig, device: torch.device) -> tuple[Task, Dataset, nn.Module, torch.optim.Optimizer]:
+    """The task, its data set on `device`, the model and its optimizer, as `cfg` configures them."""
+    task = build_task(cfg.task, cfg.data)
+    data = build_dataset(cfg, task, device)
+    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
+    return task, data, model, build_optimizer(cfg.optimizer, model)
+
+
 def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopRequest | None = None) -> dict:
     """Train one task x split x model as `cfg` says, write its outputs into `run_dir`, return metrics.json.
 
@@ -80,10 +89,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     summary = {"task": cfg.task.name, "split": cfg.split.name, "model": cfg.model.name, "seed": cfg.seed,
                "device": str(device)}
     try:
-        task = build_task(cfg.task, cfg.data)
-        data = build_dataset(cfg, task, device)
-        model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
-        optimizer = build_optimizer(cfg.optimizer, model)
+        task, data, model, optimizer = build_run(cfg, device)
     except Exception as error:  # e.g. a value only the optimizer itself rejects: the run still says why
         write_json(run_dir / "metrics.json", {**summary, "status": "failed", "error": repr(error)})
         raise

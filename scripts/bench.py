@@ -28,11 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from coordexp.config import ConfigError, resolve_device
 from coordexp.files import write_json
 from coordexp.loop import reached, train_step
-from coordexp.models import FAMILIES, build_model
-from coordexp.optim import build_optimizer
+from coordexp.models import FAMILIES
 from coordexp.runtime import keep_freed_memory
 from coordexp.tasks import TASKS, build_task
-from coordexp.train import build_dataset, compose_config, seed_everything, train
+from coordexp.train import build_run, compose_config, seed_everything, train
 
 # The paper's CoordConv results on the quarter split, as trainer.target values of each task's headline metric.
 TARGETS = {"classification": 1.0, "regression": 0.5, "rendering": 0.99}
@@ -75,10 +74,7 @@ def step_setup(overrides: list[str], device: torch.device):
     """The framework's pieces for one (task, model) as its recipe configures them, and a batch to step on."""
     cfg = compose_config(*overrides, f"device={device.type}")
     seed_everything(cfg.seed)
-    task = build_task(cfg.task, cfg.data)
-    data = build_dataset(cfg, task, device)
-    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
-    optimizer = build_optimizer(cfg.optimizer, model)
+    task, data, model, optimizer = build_run(cfg, device)
     idx = data.train_idx[:cfg.trainer.batch_size]
     inputs, targets = data.inputs[idx], data.targets[idx]
     return cfg, lambda: train_step(model, task, optimizer, inputs, targets, cfg.trainer.precision)

@@ -6,9 +6,8 @@ import torch
 from coordexp.config import ConfigError, validate
 from coordexp.loop import evaluate, reached, train_step
 from coordexp.models import build_model
-from coordexp.optim import build_optimizer
 from coordexp.tasks import build_task
-from coordexp.train import build_dataset, train
+from coordexp.train import build_run, train
 from conftest import make_cfg
 
 SMALL = ["data.canvas=16", "data.square=5"]  # 144 examples of 16x16: evaluations take milliseconds
@@ -83,10 +82,7 @@ def test_fast_and_plain_agree_under_bf16_autocast(task, family, extra):
 
 def test_bf16_training_step_and_fp32_evaluation():
     cfg = make_cfg("task=classification", "model=coordconv", "trainer.precision=bf16", *SMALL)
-    task = build_task(cfg.task, cfg.data)
-    data = build_dataset(cfg, task, torch.device("cpu"))
-    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas)
-    optimizer = build_optimizer(cfg.optimizer, model)
+    task, data, model, optimizer = build_run(cfg, torch.device("cpu"))
     dtypes = []
     model.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     idx = data.train_idx[:8]
