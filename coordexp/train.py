@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -112,7 +113,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
         last = state.history.metrics[-1] if state.history.metrics else {}
         metrics = {**summary, "epochs": state.epoch, "step": state.step, "wall_seconds": round(state.wall_seconds, 3),
                    "train_seconds": round(state.train_seconds, 3),
-                   "status": status, **extra, **last}
+                   "status": status, **extra, **last, "history": asdict(state.history)}
         write_json(run_dir / "metrics.json", metrics)
         return metrics
 
