@@ -125,7 +125,11 @@ class Rendering(Task):
         return {"iou": intersection / union.clamp(min=1)}
 
 
+def task_class(name: str) -> type[Task]:
+    """The Task class named `name`: its headline metric and direction, without building its data."""
+    return {cls.name: cls for cls in (Classification, Regression, Rendering)}[name]
+
+
 def build_task(task_cfg: DictConfig, data_cfg: DictConfig) -> Task:
     """The task named by `task_cfg.name`."""
-    classes = {cls.name: cls for cls in (Classification, Regression, Rendering)}
-    return classes[task_cfg.name](task_cfg, data_cfg)
+    return task_class(task_cfg.name)(task_cfg, data_cfg)
