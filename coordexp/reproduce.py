@@ -1,33 +1,44 @@
 """`python -m coordexp.reproduce`: rerun what is behind PAPER.md's headline table, report row by row whether it holds.
 
-Every run is a real `python -m coordexp.train` job (one torch thread each, `--workers` at a time) in
-OUT/<task>-<split>-<model>[-<variant>]/seed<k>/. A job whose metrics.json says completed is not run
-again, so rerunning with the same --out continues a reproduction that was cut short. The baselines get
-a small learning-rate sweep (seed 0), then the best point gets the other seeds. REPORT.md compares the
-measurements with the paper's numbers and gives a verdict per row; REPORT.png is the paper's
-train-vs-test scatter. `--full` instead prints the commands that run the paper's whole grids.
+Every run is a `python -m coordexp.train` job launched by Hydra's launcher: parallel local jobs by default
+(joblib, one torch thread each), a SLURM cluster with `--launcher slurm`. A job kind is a config in
+configs/reproduce/ (task, model and their overrides); each phase is one multirun (or a few) over kinds x
+splits x seeds, longest kinds first, into OUT/<kind>/<split>/seed<k>/. A job whose metrics.json says
+completed is not launched again, so rerunning with the same --out continues a reproduction cut short.
+The baselines get a small sweep on the first seed; the point that fits its training set best gets the
+other seeds ("best of sweep", chosen on train). REPORT.md compares the measurements with the paper's
+numbers, with a verdict per row on the whole claim: the baseline fits its training set and fails its
+test set, CoordConv solves it. `--full` runs the paper's whole grids instead.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
+from hydra.errors import HydraException
+from matplotlib.figure import Figure
 
 from coordexp.aggregate import read_job, train_test_figure
+from coordexp.config import ConfigError, validate
+from coordexp.data import SPLITS
 from coordexp.files import atomic_write
 from coordexp.plots import save_figure
+from coordexp.tasks import TASKS, task_class
 from coordexp.train import compose_config
 
-TASKS, SPLITS = ("classification", "regression", "rendering"), ("uniform", "quarter")
+KINDS_DIR = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
 # The paper's headline numbers (PAPER.md), per (task, split): (conv / deconv, CoordConv).
 PAPER = {
     ("classification", "uniform"): ("train up to 100%, test never above 86%", "100% / 100%"),
@@ -37,20 +48,49 @@ PAPER = {
     ("rendering", "uniform"): ("test IoU <= 0.83", "IoU 1.0"),
     ("rendering", "quarter"): ("test IoU <= 0.36", "IoU 1.0"),
 }
-EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run on the first --extra-seeds seeds only, to fit the time budget
-CONV_LR_FACTORS = (1.0, 0.2)  # the baselines' sweep: the recipe's learning rate and a fifth of it
+# Each claim as thresholds on the task's headline metric (its direction from coordexp.tasks), in one place.
+FITS = {  # the baseline fits its training set (mean over seeds)
+    "classification": 0.95,  # "train up to 100%" (uniform), "train ~100%" (quarter): train accuracy >= 0.95
+    "rendering": 0.9,        # the deconv paints its training squares: train IoU >= 0.9
+    "regression": 2.0,       # "struggles" to generalise, not to fit: train error <= test error / 2
+}
+FAILS = {  # the baseline fails its test set (mean over seeds)
+    ("classification", "uniform"): 0.86,  # "test never above 86%": test accuracy <= 0.86
+    ("classification", "quarter"): 0.05,  # "test ~0%": test accuracy <= 0.05
+    ("rendering", "uniform"): 0.83,       # "test IoU <= 0.83"
+    ("rendering", "quarter"): 0.36,       # "test IoU <= 0.36"
+    ("regression", "uniform"): 0.5,       # "struggles": test error >= 0.5 px, the sub-pixel bar CoordConv meets
+    ("regression", "quarter"): 0.5,       # "struggles, worst on quarter": the same bar
+}
+SOLVES = {  # CoordConv solves the test set, on every seed
+    "classification": 0.99,  # "100% / 100%": test accuracy >= 0.99
+    "rendering": 0.99,       # "IoU 1.0": test IoU >= 0.99
+    "regression": 0.5,       # "near-perfect": test error < 0.5 px, every position rounds to the right pixel
+}
+EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run with the first seed only, to fit the time budget
+# Per budget: the baselines' sweep points (variants of the <task>-conv kind; "" is the CPU recipe) and the seeds.
+BUDGETS = {
+    "cpu": {"points": ("", "lr2"), "seeds": [0, 1, 2]},  # this 2-core CPU in under 30 minutes
+    "paper": {"points": ("paper",), "seeds": list(range(10))},  # the paper's training length: a cluster's work
+}
+LAUNCHERS = ("joblib", "slurm", "submitit_local", "basic")  # Hydra's hydra/launcher choices
+FULL_GRIDS = ("classification_conv", "classification_coordconv", "regression_conv", "regression_coordconv",
+              "rendering_conv", "rendering_coordconv")  # configs/sweep/: the paper's whole grids
 
 
 @dataclass
 class Group:
-    """The runs of one (task, split, model, variant) setting, one per seed."""
+    """The runs of one (task, split, model, variant) setting, one per seed; `kind` names its config."""
 
     task: str
     split: str
     model: str
     variant: str = ""
-    overrides: list[str] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "-".join(filter(None, (self.task, self.model, self.variant)))
 
     @property
     def name(self) -> str:
@@ -58,7 +98,14 @@ class Group:
 
     @property
     def headline(self) -> str:
-        return {"classification": "accuracy", "regression": "pixel_error", "rendering": "iou"}[self.task]
+        return task_class(self.task).headline
+
+    @property
+    def higher_is_better(self) -> bool:
+        return task_class(self.task).higher_is_better
+
+    def run_dir(self, out: Path, seed: int) -> Path:
+        return out / self.kind / self.split / f"seed{seed}"
 
     def values(self, part: str) -> list[float]:
         return [run[f"{part}_{self.headline}"] for run in self.runs if run["status"] == "completed"]
@@ -75,94 +122,181 @@ class Group:
         return statistics.mean(values) if values else float("nan")
 
 
-def run_job(out: Path, group: Group, seed: int, extra: list[str]) -> dict:
-    """Run one seed of `group` through the CLI unless it already completed; return its summary row."""
-    run_dir = out / group.name / f"seed{seed}"
-    if not (run_dir / "metrics.json").exists() or read_job(run_dir, out)["status"] != "completed":
-        command = [sys.executable, "-m", "coordexp.train", f"task={group.task}", f"split={group.split}",
-                   f"model={group.model}", *group.overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
-                   "trainer.progress=false", *extra]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # jobs x threads = the cores the workers use
-        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    row = read_job(run_dir, out)
-    print(f"  {group.name} seed {seed}: {row['status']}"
-          + (f", test {group.headline} {row.get('test_' + group.headline, float('nan')):.4g}"
-             f" in {row['wall_seconds']:.0f}s" if row["status"] == "completed" else ""), flush=True)
+def read_run(run_dir: Path, out: Path) -> dict:
+    """A run's summary row (coordexp.aggregate's) with its per-evaluation history from metrics.json."""
+    row = read_job(run_dir, out) if run_dir.is_dir() else {"job": run_dir.relative_to(out).as_posix(),
+                                                           "status": "missing", "error": None}
+    metrics = run_dir / "metrics.json"
+    row["history"] = json.loads(metrics.read_text()).get("history") if metrics.exists() else None
     return row
 
 
-def run_all(out: Path, jobs: list[tuple[Group, int]], workers: int, extra: list[str]) -> None:
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on the job processes
-        rows = list(pool.map(lambda job: run_job(out, job[0], job[1], extra), jobs))
-    for (group, _), row in zip(jobs, rows):
+def completed(run_dir: Path) -> bool:
+    metrics = run_dir / "metrics.json"
+    return metrics.exists() and json.loads(metrics.read_text()).get("status") == "completed"
+
+
+def products(jobs: list[tuple[str, str, int]]) -> list[tuple[list[str], list[str], list[int]]]:
+    """(kind, split, seed) jobs as few Cartesian products kinds x splits x seeds (one multirun each), in the
+    order the jobs come: a kind whose jobs are not a product of its splits and seeds is split per split."""
+    pairs: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for kind, split, seed in jobs:
+        pairs[kind].append((split, seed))
+    grouped: dict[tuple, list[str]] = {}
+    for kind, kind_pairs in pairs.items():
+        splits = list(dict.fromkeys(s for s, _ in kind_pairs))
+        seeds = list(dict.fromkeys(k for _, k in kind_pairs))
+        if len(kind_pairs) == len(splits) * len(seeds):
+            keys = [(tuple(splits), tuple(seeds))]
+        else:
+            keys = [((s,), tuple(k for t, k in kind_pairs if t == s)) for s in splits]
+        for key in keys:
+            grouped.setdefault(key, []).append(kind)
+    return [(kinds, list(splits), list(seeds)) for (splits, seeds), kinds in grouped.items()]
+
+
+def launcher_overrides(launcher: str, workers: int) -> list[str]:
+    """The Hydra overrides that pick `launcher`: joblib runs `workers` jobs at a time (cores / workers threads each)."""
+    if launcher == "joblib":
+        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"]
+    return [f"hydra/launcher={launcher}"]
+
+
+def multirun_command(kinds: list[str], splits: list[str], seeds: list[int], out: Path, args) -> list[str]:
+    """`python -m coordexp.train -m` over kinds x splits x seeds, each job in OUT/<kind>/<split>/seed<k>."""
+    return [sys.executable, "-m", "coordexp.train", "-m", f"+reproduce={','.join(kinds)}",
+            f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={out}",
+            "hydra.sweep.subdir=${hydra:runtime.choices.reproduce}/${split.name}/seed${seed}",
+            "trainer.progress=false", *(["debug=fast"] if args.smoke else []),
+            *launcher_overrides(args.launcher, args.workers), *args.overrides]
+
+
+def launch(out: Path, jobs: list[tuple[Group, int]], args) -> None:
+    """Run every job not completed yet through Hydra's launcher, then read every job's result into its group."""
+    todo = [(g.kind, g.split, seed) for g, seed in jobs if not completed(g.run_dir(out, seed))]
+    for kinds, splits, seeds in products(todo):
+        command = multirun_command(kinds, splits, seeds, out, args)
+        if args.dry_run:
+            print(shlex.join(["python", *command[1:]]))
+            continue
+        print(f"  multirun: {', '.join(kinds)} x {', '.join(splits)} x seeds {', '.join(map(str, seeds))}", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "reproduce.log", "a") as log:  # the multiruns' own output: Hydra's and every job's log
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    for group, seed in jobs:
+        row = read_run(group.run_dir(out, seed), out)
         group.runs.append(row)
+        if not args.dry_run:
+            print(f"  {group.name} seed {seed}: {row['status']}"
+                  + (f", train {group.headline} {row['train_' + group.headline]:.4g}, test "
+                     f"{row['test_' + group.headline]:.4g} in {row['wall_seconds']:.0f}s"
+                     if row["status"] == "completed" else ""), flush=True)
 
 
-def recipe_lr(task: str, split: str) -> float:
-    """The learning rate of the conv baseline's recipe, read from the composed config."""
-    return compose_config(f"task={task}", f"split={split}", "model=conv").optimizer.lr
-
-
-def plan(tasks: list[str], splits: list[str], renderer_softmax: bool = False
+def plan(tasks: list[str], splits: list[str], budget: str, renderer_softmax: bool = False
          ) -> tuple[list[Group], dict[tuple[str, str], list[Group]]]:
-    """The groups run with every seed from the start, and the baselines' sweep points per (task, split)."""
+    """The CoordConv settings (every seed) and the extras (the first seed), and the baselines' sweep points
+    per (task, split)."""
     groups, sweeps = [], {}
     for task in tasks:
         for split in splits:
-            groups += [Group(task, split, model) for model in ("coordconv", "mlp", "coordmlp")]
+            groups.append(Group(task, split, "coordconv"))
             if task == "regression":  # the paper's one-hot input, which stalls the max-pool readout
-                groups.append(Group(task, split, "coordconv", "onehot1", ["task.onehot_scale=1"]))
-            if renderer_softmax and task == "rendering" and split == "quarter":  # the paper's unscaled centre map
-                groups.append(Group(task, split, "coordconv", "softmax", ["model.centre_map=softmax"]))
-            lrs = [recipe_lr(task, split) * f for f in CONV_LR_FACTORS]
-            sweeps[task, split] = [Group(task, split, "conv", f"lr{lr:g}", [f"optimizer.lr={lr:g}"]) for lr in lrs]
+                groups.append(Group(task, split, "coordconv", "onehot1"))
+            if renderer_softmax and task == "rendering":  # the paper's unscaled centre map
+                groups.append(Group(task, split, "coordconv", "softmax"))
+            sweeps[task, split] = [Group(task, split, "conv", point) for point in BUDGETS[budget]["points"]]
+    groups += [Group(task, split, model) for task in tasks for split in splits for model in EXTRAS]
     return groups, sweeps
 
 
+def longest_first(job: tuple[Group, int]) -> int:
+    """A job's rank by its expected length here (measured): the deconv painters, then the renderer, the rest."""
+    group = job[0]
+    return 0 if group.model == "conv" and group.task != "regression" else 1 if group.task == "rendering" else 2
+
+
 def best(points: list[Group]) -> Group:
-    """The sweep point with the best mean test headline metric (NaN-safe)."""
-    sign = -1 if points[0].headline == "pixel_error" else 1
-    return max(points, key=lambda g: sign * g.mean("test") if g.values("test") else float("-inf"))
+    """The sweep point that fits its training set best (mean train headline metric; the first on a tie)."""
+    sign = 1 if points[0].higher_is_better else -1
+    return max(points, key=lambda g: sign * g.mean("train") if g.values("train") else float("-inf"))
 
 
 def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str]:
-    """Whether the paper's row holds here, and why, from the measured means."""
-    ct, cc, kt = conv.mean("train"), conv.mean("test"), coord.mean("test")
-    if task == "classification":
-        coord_ok = min(coord.values("test") or [0]) >= 0.99
-        conv_ok = cc <= 0.05 if split == "quarter" else (cc <= 0.86 and cc < ct - 0.05)
-        claim = "conv test ~0%" if split == "quarter" else "conv test <= 86% and below train"
-        why = f"CoordConv test accuracy {coord.summary('test')} (every seed >= 0.99: {coord_ok}); " \
-              f"{claim}: train {ct:.3g}, test {cc:.3g} ({conv_ok})"
-    elif task == "rendering":
-        bound = 0.36 if split == "quarter" else 0.83
-        coord_ok, conv_ok = min(coord.values("test") or [0]) >= 0.99, cc <= bound
-        why = f"CoordConv test IoU {coord.summary('test')} (every seed >= 0.99: {coord_ok}); " \
-              f"deconv test IoU {cc:.3g} <= {bound} ({conv_ok})"
+    """Whether the paper's row holds here, and why: the baseline fits its training set and fails its test
+    set (means over seeds), and CoordConv solves the test set on every seed."""
+    ct, cc, kt = conv.mean("train"), conv.mean("test"), coord.values("test")
+    fit, fail, solve = FITS[task], FAILS[task, split], SOLVES[task]
+    if conv.higher_is_better:
+        fits, fails = ct >= fit, cc <= fail
+        fit_text, fail_text = f"train {ct:.3g} >= {fit:g}", f"test {cc:.3g} <= {fail:g}"
+        solves = bool(kt) and min(kt) >= solve
+        coord_text = f"CoordConv test {coord.summary('test')} (every seed >= {solve:g}: {solves})"
     else:
-        coord_ok = max(coord.values("test") or [99]) < 0.5
-        # "struggles": misses the sub-pixel bar CoordConv meets; on the quarter split, also far off its train error
-        conv_ok = cc >= 0.5 and (split == "uniform" or cc > 2 * ct)
-        claim = "test >= 0.5 px" if split == "uniform" else "test >= 0.5 px and > 2x train"
-        why = f"CoordConv test error {coord.summary('test')} px (every seed < 0.5: {coord_ok}); " \
-              f"conv struggles ({claim}): train {ct:.3g} px, test {cc:.3g} px ({conv_ok})"
-    return coord_ok and conv_ok, why
+        fits, fails = ct <= cc / fit, cc >= fail
+        fit_text, fail_text = f"train {ct:.3g} <= test {cc:.3g} / {fit:g}", f"test {cc:.3g} >= {fail:g}"
+        solves = bool(kt) and max(kt) < solve
+        coord_text = f"CoordConv test {coord.summary('test')} (every seed < {solve:g}: {solves})"
+    if not conv.values("train"):
+        reasons = ["the baseline has no completed run"]
+    else:
+        unfit = ("the baseline did not fit its training set" if conv.higher_is_better
+                 else "the baseline's train error is not well below its test error")
+        reasons = [f"{unfit}: {fit_text} is false"] if not fits else []
+        reasons += [f"the baseline did not fail its test set as the paper says: {fail_text} is false"] if not fails else []
+    reasons += [f"CoordConv did not solve its test set on every seed: {coord.summary('test')}"] if not solves else []
+    claim = f"baseline fits ({fit_text}: {fits}) and fails ({fail_text}: {fails}); {coord_text}"
+    return not reasons, claim if not reasons else f"{'; '.join(reasons)} ({claim})"
 
 
-def report(out: Path, groups: list[Group], baselines: dict, sweeps: dict, seconds: float, args) -> str:
-    """REPORT.md: the paper's table beside the measurements, a verdict per row, the extra models."""
+def curves_figure(task: str, groups: list[Group]) -> Figure:
+    """Train and test headline metric against epoch, the baseline beside CoordConv, one panel per split:
+    the mean over seeds as a line, their range as a band. Epochs on a log axis: the baselines run longer."""
+    splits = [s for s in SPLITS if any(g.split == s for g in groups)]
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4.4), squeeze=False, layout="constrained")
+    for ax, split in zip(axes[0], splits):
+        headline = ""
+        for colour, group in enumerate(g for g in groups if g.split == split):
+            histories = [r["history"] for r in group.runs if r["status"] == "completed" and r.get("history")]
+            headline = group.headline
+            for part, style in (("train", "--"), ("test", "-")):
+                by_epoch = defaultdict(list)
+                for history in histories:
+                    for epoch, metrics in zip(history["epochs"], history["metrics"]):
+                        by_epoch[epoch].append(metrics[part][headline])
+                epochs = sorted(by_epoch)
+                if not epochs:
+                    continue
+                seeds = f"{len(histories)} seed{'s' if len(histories) != 1 else ''}"
+                label = f"{group.model}{f' ({group.variant})' if group.variant else ''} {part} ({seeds})"
+                ax.plot(epochs, [statistics.mean(by_epoch[e]) for e in epochs], style, marker=".",
+                        color=f"C{colour}", label=label)
+                ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
+                                color=f"C{colour}", alpha=0.2, linewidth=0)
+        ax.set(title=f"{task} / {split}", xlabel="epoch", ylabel=headline, xscale="log")
+        if headline and not task_class(task).higher_is_better:
+            ax.set_yscale("log")
+        ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, args) -> str:
+    """REPORT.md: the paper's table beside the measurements, a verdict per row, the curves, the extra models."""
     by_name = {g.name: g for g in groups}
     command = " ".join(["python -m coordexp.reproduce", *args.argv])
     lines = ["# coordexp reproduction of Liu et al. (2018), supervised toy tasks", "",
              f"Measured with `{command}` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-             f"torch {torch.__version__}, "
-             f"{args.workers} jobs at a time, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}; MLP and "
-             f"CoordMLP: the first {args.extra_seeds}). "
-             f"Total wall time {seconds / 60:.1f} min.", "",
+             f"torch {torch.__version__}, launcher {args.launcher}"
+             + (f" ({args.workers} jobs at a time)" if args.launcher == "joblib" else "")
+             + f", budget `{args.budget}`, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}; MLP and "
+             f"CoordMLP: the first). **Total wall time {seconds / 60:.1f} min.**", "",
              "Values are mean +- std over seeds of the final metric: accuracy (classification), pixel error "
-             "(regression, lower is better), IoU (rendering). The conv/deconv baselines are the best point of a "
-             f"small learning-rate sweep (x{', x'.join(f'{f:g}' for f in CONV_LR_FACTORS)} the recipe's lr, seed "
-             f"{args.seeds[0]}), rerun with every seed.", "",
+             "(regression, lower is better), IoU (rendering). Each baseline is the point of its sweep "
+             f"({', '.join(p or 'recipe' for p in BUDGETS[args.budget]['points'])}, seed {args.seeds[0]}) that fits "
+             "its training set best, rerun with every seed (the sweep is chosen on train, then its test is "
+             "reported). A row is reproduced when the baseline fits its training set and fails its test set as "
+             "the paper says, and CoordConv solves the test set on every seed; otherwise it is not established, "
+             "and the verdict says which part failed.", "",
              "## The paper's headline table", "",
              "| task | split | paper: conv | measured conv (train / test) | paper: CoordConv | measured CoordConv "
              "(train / test) | params conv / CoordConv | median time conv / CoordConv (s) | verdict |",
@@ -172,25 +306,30 @@ def report(out: Path, groups: list[Group], baselines: dict, sweeps: dict, second
         coord = by_name[f"{task}-{split}-coordconv"]
         ok, why = verdict(task, split, conv, coord)
         held += ok
-        times = [statistics.median([r["wall_seconds"] for r in g.runs if r["wall_seconds"] is not None] or [0])
+        times = [statistics.median([r["wall_seconds"] for r in g.runs if r.get("wall_seconds") is not None] or [0])
                  for g in (conv, coord)]
-        params = [g.runs[0]["params"] if g.runs else "?" for g in (conv, coord)]
+        params = [next((r["params"] for r in g.runs if r.get("params")), "?") for g in (conv, coord)]
         paper_conv, paper_coord = PAPER[task, split]
         lines.append(f"| {task} | {split} | {paper_conv} | {conv.summary('train')} / {conv.summary('test')} "
-                     f"({conv.variant}) | {paper_coord} | {coord.summary('train')} / {coord.summary('test')} | "
-                     f"{params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "
-                     f"**{'reproduced' if ok else 'not reproduced'}**: {why} |")
+                     f"({conv.variant or 'recipe'}) | {paper_coord} | {coord.summary('train')} / "
+                     f"{coord.summary('test')} | {params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "
+                     f"**{'reproduced' if ok else 'not established'}**: {why} |")
     lines += ["", f"{held} of {len(baselines)} rows reproduced.", "",
               "![train vs test](REPORT.png)", "",
-              "## The baselines' sweeps", "", "| task | split | lr | train | test |", "|---|---|---|---|---|"]
+              "## Learning curves", "",
+              "Train (dashed) and test (solid) headline metric against epoch, mean over seeds with their range: "
+              "a baseline that memorises without generalising, next to CoordConv learning what generalises.", ""]
+    lines += [f"![{task} curves](curves-{task}.png)" for task in dict.fromkeys(t for t, _ in baselines)]
+    lines += ["", "## The baselines' sweeps", "",
+              "| task | split | point | seeds | train | test |", "|---|---|---|---|---|---|"]
     for (task, split), points in sweeps.items():
-        lines += [f"| {task} | {split} | {g.variant[2:]} | {g.summary('train')} | {g.summary('test')} |"
-                  for g in points]
+        lines += [f"| {task} | {split} | {g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''} | "
+                  f"{len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
     lines += ["", "## Beyond the paper: MLP and CoordMLP", "",
               "| task | split | model | params | train | test |", "|---|---|---|---|---|---|"]
     for g in groups:
-        if g.model in ("mlp", "coordmlp"):
-            lines.append(f"| {g.task} | {g.split} | {g.model} | {g.runs[0]['params'] if g.runs else '?'} | "
+        if g.model in EXTRAS:
+            lines.append(f"| {g.task} | {g.split} | {g.model} | {g.runs[0].get('params') or '?'} | "
                          f"{g.summary('train')} | {g.summary('test')} |")
     regression = [g for g in groups if g.task == "regression" and g.model == "coordconv"]
     if regression:
@@ -217,58 +356,103 @@ def report(out: Path, groups: list[Group], baselines: dict, sweeps: dict, second
         for g in renderer:
             lines.append(f"| {g.split} | {g.variant or 'density'} | {', '.join(f'{v:.4g}' for v in g.values('test'))} | "
                          f"{g.summary('train')} / {g.summary('test')} |")
-    failed = [(g.name, r) for g in [*groups, *[p for ps in sweeps.values() for p in ps]] for r in g.runs
+    failed = [r for g in [*groups, *[p for ps in sweeps.values() for p in ps]] for r in g.runs
               if r["status"] != "completed"]
     if failed:
         lines += ["", "## Runs that did not complete", ""]
-        lines += [f"- `{r['job']}`: {r['status']} {r['error'] or ''}" for _, r in failed]
+        lines += [f"- `{r['job']}`: {r['status']} {r.get('error') or ''}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
-def full_grid_commands() -> str:
-    """The commands that run the paper's whole grids (for a cluster)."""
-    sweeps = ["classification_conv", "classification_coordconv", "regression_conv", "regression_coordconv",
-              "rendering_conv", "rendering_coordconv"]
-    return "\n".join(f"python -m coordexp.train -m sweep={s} split=uniform,quarter hydra/launcher=slurm"
-                     for s in sweeps) + "\npython -m coordexp.aggregate outputs/multirun\n"
+def full_grids(out: Path, args) -> int:
+    """Run (or with --dry-run print) the paper's whole grids, one multirun per sweep over both splits."""
+    for sweep in FULL_GRIDS:
+        command = [sys.executable, "-m", "coordexp.train", "-m", f"sweep={sweep}", "split=uniform,quarter",
+                   f"hydra.sweep.dir={out / 'full' / sweep}", "trainer.progress=false",
+                   *launcher_overrides(args.launcher, args.workers), *args.overrides]
+        if args.dry_run:
+            print("python " + " ".join(command[1:]))
+            continue
+        print(f"  {sweep}: {out / 'full' / sweep}", flush=True)
+        subprocess.run(command)
+    return 0
+
+
+def check_kinds(groups: list[Group], sweeps: dict) -> str | None:
+    """The first planned kind without a config in configs/reproduce/, or None."""
+    for g in [*groups, *[p for ps in sweeps.values() for p in ps]]:
+        if not (KINDS_DIR / f"{g.kind}.yaml").is_file():
+            return g.kind
+    return None
+
+
+def check_overrides(group: Group, overrides: list[str]) -> str | None:
+    """What is wrong with the user's overrides on a planned job, or None; hydra.* keys are the launcher's to check."""
+    job = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        validate(compose_config(f"+reproduce={group.kind}", f"split={group.split}", *job))
+    except (ConfigError, HydraException) as error:
+        return str(error).splitlines()[0]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coordexp.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. hydra.launcher.partition=NAME")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"), help="where the runs and REPORT.md go")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every setting")
-    parser.add_argument("--extra-seeds", type=int, default=1,
-                        help="how many of --seeds the MLP and CoordMLP (beyond the paper) run with")
+    parser.add_argument("--budget", choices=list(BUDGETS), default="cpu",
+                        help="cpu: the CPU recipes, 3 seeds (under 30 min on 2 cores); paper: the baselines at the "
+                             "paper's length (1000 epochs), 10 seeds (a cluster's work)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds of every setting (default: the budget's)")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="joblib",
+                        help="Hydra's launcher for the jobs (default joblib: --workers local jobs at a time)")
     parser.add_argument("--workers", type=int, default=max((os.cpu_count() or 1), 1),
-                        help="jobs at a time, one torch thread each (default: one per core)")
+                        help="joblib: jobs at a time, cores / workers torch threads each (default: one per core)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     parser.add_argument("--renderer-softmax", action="store_true",
-                        help="also run the CoordConv renderer with the paper's unscaled centre map, quarter split "
-                             "(3 more runs: ~5 min on 2 cores, past the default's 30)")
+                        help="also run the CoordConv renderer with the paper's unscaled centre map (6 more runs)")
     parser.add_argument("--smoke", action="store_true", help="every run shrunk to a few steps (debug=fast): checks the plumbing")
-    parser.add_argument("--full", action="store_true", help="print the commands for the paper's whole grids (a cluster's work)")
+    parser.add_argument("--full", action="store_true", help="run the paper's whole grids (a cluster's work) instead")
+    parser.add_argument("--dry-run", action="store_true", help="print the multirun commands instead of running them")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
+    args.seeds = args.seeds if args.seeds is not None else BUDGETS[args.budget]["seeds"]
+    if args.workers < 1:
+        parser.error(f"--workers={args.workers} is invalid: must be an integer >= 1")
     if args.full:
-        print(full_grid_commands(), end="")
-        return 0
-    extra = ["debug=fast"] if args.smoke else []
+        return full_grids(args.out, args)
     start = time.perf_counter()
-    groups, sweeps = plan(args.tasks, args.splits, args.renderer_softmax)
-    # the baselines' sweep first: its runs are the longest, and their other seeds wait on it
-    first = [(p, args.seeds[0]) for points in sweeps.values() for p in points] + \
-            [(g, seed) for g in groups for seed in (args.seeds[:args.extra_seeds] if g.model in EXTRAS else args.seeds)]
-    print(f"coordexp.reproduce: {len(first)} runs, then the best baselines' other seeds, into {args.out}", flush=True)
-    run_all(args.out, first, args.workers, extra)
-    baselines = {key: best(points) for key, points in sweeps.items()}
-    run_all(args.out, [(g, seed) for g in baselines.values() for seed in args.seeds[1:]], args.workers, extra)
+    groups, sweeps = plan(args.tasks, args.splits, args.budget, args.renderer_softmax)
+    missing = check_kinds(groups, sweeps)
+    if missing:
+        parser.error(f"no job kind {missing!r} in {KINDS_DIR}")
+    problem = check_overrides(groups[0], args.overrides)
+    if problem:
+        parser.error(problem)
+    first, rest = args.seeds[:1], args.seeds[1:]
+    # phase 1: the baselines' sweep points on the first seed (a sweep of one point: every seed); the longest runs
+    points = [(p, seed) for ps in sweeps.values() for p in ps for seed in (args.seeds if len(ps) == 1 else first)]
+    print(f"coordexp.reproduce: phase 1, the baselines' sweeps, into {args.out}", flush=True)
+    launch(args.out, sorted(points, key=longest_first), args)
+    # phase 2: the point of each sweep that fits its training set best with the other seeds, then every other setting
+    baselines = {key: best(ps) for key, ps in sweeps.items()}
+    again = [(g, seed) for key, g in baselines.items() if len(sweeps[key]) > 1 for seed in rest]
+    again += [(g, seed) for g in groups for seed in (first if g.model in EXTRAS else args.seeds)]
+    print("coordexp.reproduce: phase 2, the chosen baselines' other seeds and every other setting", flush=True)
+    launch(args.out, sorted(again, key=longest_first), args)
+    if args.dry_run:
+        return 0
     seconds = time.perf_counter() - start
-    text = report(args.out, groups, baselines, sweeps, seconds, args)
+    text = report(groups, baselines, sweeps, seconds, args)
     atomic_write(args.out / "REPORT.md", lambda f: f.write(text.encode()))
-    # the figure shows each setting's own recipe: the paper-form variants (one-hot 1, softmax map) are in the tables
+    # the figures show each setting's own recipe: the paper-form variants (one-hot 1, softmax map) are in the tables
     rows = [r for g in groups if not g.variant for r in g.runs] + [r for g in baselines.values() for r in g.runs]
     save_figure(train_test_figure(rows), args.out / "REPORT.png")
+    for task in dict.fromkeys(t for t, _ in baselines):
+        shown = [g for key, g in baselines.items() if key[0] == task]
+        shown += [g for g in groups if g.task == task and g.model == "coordconv" and not g.variant]
+        save_figure(curves_figure(task, shown), args.out / f"curves-{task}.png")
     print(f"wrote {args.out / 'REPORT.md'} in {seconds / 60:.1f} min", flush=True)
     return 0
 

@@ -1,63 +1,162 @@
-"""`python -m coordexp.reproduce`: the plumbing, on runs shrunk to a few steps."""
+"""`python -m coordexp.reproduce`: the verdicts, the plan, and the plumbing on runs shrunk to a few steps."""
+import json
 import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from coordexp.reproduce import Group, full_grid_commands, plan, verdict
+from coordexp.config import validate
+from coordexp.reproduce import BUDGETS, KINDS_DIR, Group, best, check_kinds, curves_figure, plan, products, verdict
+from coordexp.train import compose_config
 
 
-def test_reproduce_runs_every_setting_writes_a_report_and_resumes(tmp_path):
+def test_reproduce_launches_through_hydra_writes_a_report_and_skips_what_completed(tmp_path):
     args = [sys.executable, "-m", "coordexp.reproduce", "--smoke", "--tasks", "regression", "--splits", "quarter",
-            "--seeds", "0", "1", "--out", str(tmp_path)]
+            "--seeds", "0", "--out", str(tmp_path)]
     first = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 0, first.stdout + first.stderr
     report = (tmp_path / "REPORT.md").read_text()
     assert "| regression | quarter | struggles, worst on quarter |" in report
-    assert "reproduced" in report and "## The CoordConv regressor" in report
-    assert (tmp_path / "REPORT.png").stat().st_size > 0
-    # coordconv and its one-hot-1 variant x 2 seeds; mlp, coordmlp x 1 seed; 2 baseline lrs; the best one's 2nd seed
+    assert "Total wall time" in report and "## The CoordConv regressor" in report
+    assert "![regression curves](curves-regression.png)" in report
+    for figure in ("REPORT.png", "curves-regression.png"):
+        assert (tmp_path / figure).stat().st_size > 0
+    # 2 baseline sweep points, coordconv and its one-hot-1 variant, mlp, coordmlp (the chosen point's other
+    # seeds: test_dry_run_...)
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json"))
-    assert len(runs) == 2 * 2 + 2 * 1 + 2 + 1, runs
+    assert len(runs) == 2 + 2 + 2, runs
+    assert "regression-coordconv-onehot1/quarter/seed0" in runs
+    job = tmp_path / "regression-coordconv" / "quarter" / "seed0"
+    hydra = OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra
+    assert hydra.mode == "MULTIRUN" and "joblib" in hydra.launcher._target_  # Hydra's launcher ran it
+    assert json.loads((job / "metrics.json").read_text())["history"]["epochs"] == [1]
     written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")}
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")} == written  # nothing was rerun
+    assert "multirun:" not in again.stdout  # nothing was launched
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")} == written
 
 
-def test_full_prints_the_paper_grids():
-    commands = full_grid_commands()
-    assert "sweep=classification_conv " in commands and "sweep=rendering_conv " in commands
+def test_dry_run_prints_one_multirun_per_product_on_the_chosen_launcher(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--dry-run", "--launcher", "slurm",
+                          "--tasks", "classification", "--seeds", "0", "1", "--out", str(tmp_path),
+                          "hydra.launcher.partition=cpu"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    commands = [line for line in out.stdout.splitlines() if line.startswith("python -m coordexp.train -m")]
+    assert all("hydra/launcher=slurm" in c and "hydra.launcher.partition=cpu" in c for c in commands), commands
+    # the sweep on seed 0; then the chosen point's seed 1, coordconv x seeds 0-1, the extras x seed 0
+    assert [c.split()[4:7] for c in commands] == [
+        ["+reproduce=classification-conv,classification-conv-lr2", "split=uniform,quarter", "seed=0"],
+        ["+reproduce=classification-conv", "split=uniform,quarter", "seed=1"],
+        ["+reproduce=classification-coordconv", "split=uniform,quarter", "seed=0,1"],
+        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform,quarter", "seed=0"]]
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
-def group(task, split, model, train, test):
+def test_a_bad_override_is_one_line_and_exit_2_before_anything_is_written(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--out", str(tmp_path / "out"),
+                          "trainer.epochs=0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1].endswith("error: trainer.epochs=0 is invalid: must be an integer >= 1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_full_runs_the_paper_grids_on_the_chosen_launcher():
+    out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--full", "--dry-run", "--launcher", "slurm"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sweep=classification_conv " in out.stdout and "sweep=rendering_conv " in out.stdout
+    assert out.stdout.count("hydra/launcher=slurm") == 6
+
+
+def test_products_keep_the_order_and_split_what_is_not_a_product():
+    jobs = [("a", "uniform", 0), ("a", "quarter", 0), ("b", "uniform", 0), ("b", "quarter", 0),
+            ("c", "uniform", 1), ("c", "uniform", 2), ("c", "quarter", 2)]
+    assert products(jobs) == [(["a", "b"], ["uniform", "quarter"], [0]), (["c"], ["uniform"], [1, 2]),
+                              (["c"], ["quarter"], [2])]
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+def test_every_planned_kind_composes_to_its_task_and_model(budget):
+    groups, sweeps = plan(["classification", "regression", "rendering"], ["uniform", "quarter"], budget, True)
+    assert check_kinds(groups, sweeps) is None
+    for g in [*groups, *[p for ps in sweeps.values() for p in ps]]:
+        cfg = compose_config(f"+reproduce={g.kind}", f"split={g.split}")
+        validate(cfg)
+        assert (cfg.task.name, cfg.split.name, cfg.model.name) == (g.task, g.split, g.model), g.kind
+    assert {p.stem for p in KINDS_DIR.glob("*.yaml")} >= {g.kind for g in groups}
+
+
+def group(task, split, model, train, test, variant=""):
     """A Group whose runs completed with these per-seed train and test headline values."""
-    g = Group(task, split, model)
+    g = Group(task, split, model, variant)
     g.runs = [{"status": "completed", f"train_{g.headline}": a, f"test_{g.headline}": b} for a, b in zip(train, test)]
     return g
 
 
 @pytest.mark.parametrize("task, split, conv, coord, holds", [
-    ("classification", "quarter", ([0.9], [0.0]), ([1.0] * 3, [1.0] * 3), True),
-    ("classification", "quarter", ([0.9], [0.0]), ([1.0] * 3, [1.0, 1.0, 0.95]), False),  # every seed must hold
-    ("classification", "uniform", ([0.9], [0.88]), ([1.0] * 3, [1.0] * 3), False),  # test above the paper's 86%
-    ("classification", "uniform", ([0.4], [0.38]), ([1.0] * 3, [1.0] * 3), False),  # test not below train
-    ("classification", "uniform", ([0.4], [0.25]), ([1.0] * 3, [1.0] * 3), True),
-    ("rendering", "quarter", ([0.7], [0.2]), ([1.0] * 3, [0.995] * 3), True),
-    ("rendering", "quarter", ([0.7], [0.4]), ([1.0] * 3, [0.995] * 3), False),  # deconv above the paper's 0.36
+    ("classification", "quarter", ([0.99], [0.0]), ([1.0] * 3, [1.0] * 3), True),
+    ("classification", "quarter", ([0.44], [0.0]), ([1.0] * 3, [1.0] * 3), False),  # underfit: test ~0 proves nothing
+    ("classification", "quarter", ([0.99], [0.0]), ([1.0] * 3, [1.0, 1.0, 0.95]), False),  # every seed must hold
+    ("classification", "uniform", ([0.99], [0.88]), ([1.0] * 3, [1.0] * 3), False),  # test above the paper's 86%
+    ("classification", "uniform", ([0.97], [0.5]), ([1.0] * 3, [1.0] * 3), True),
+    ("rendering", "quarter", ([0.95], [0.2]), ([1.0] * 3, [0.995] * 3), True),
+    ("rendering", "quarter", ([0.79], [0.2]), ([1.0] * 3, [0.995] * 3), False),  # underfit: train IoU < 0.9
+    ("rendering", "quarter", ([0.95], [0.4]), ([1.0] * 3, [0.995] * 3), False),  # deconv above the paper's 0.36
     ("regression", "quarter", ([1.4], [8.4]), ([0.0] * 3, [0.01] * 3), True),
-    ("regression", "quarter", ([1.4], [2.0]), ([0.0] * 3, [0.01] * 3), False),  # not far off train
-    ("regression", "uniform", ([0.2], [0.3]), ([0.0] * 3, [0.01] * 3), False),  # conv sub-pixel: no struggle
-    ("regression", "uniform", ([1.4], [2.0]), ([0.0] * 3, [0.01] * 3), True),
-    ("regression", "uniform", ([1.4], [2.0]), ([0.0] * 3, [0.01, 0.01, 0.7]), False),
+    ("regression", "quarter", ([1.4], [2.0]), ([0.0] * 3, [0.01] * 3), False),  # train not well below test
+    ("regression", "uniform", ([0.1], [0.3]), ([0.0] * 3, [0.01] * 3), False),  # conv sub-pixel: no struggle
+    ("regression", "uniform", ([0.5], [2.0]), ([0.0] * 3, [0.01] * 3), True),
+    ("regression", "uniform", ([0.5], [2.0]), ([0.0] * 3, [0.01, 0.01, 0.7]), False),
 ])
-def test_verdict_follows_the_papers_claims(task, split, conv, coord, holds):
+def test_verdict_asks_the_whole_claim(task, split, conv, coord, holds):
     ok, why = verdict(task, split, group(task, split, "conv", *conv), group(task, split, "coordconv", *coord))
     assert ok is holds, why
+    assert f"train {conv[0][0]:.3g}" in why and f"test {conv[1][0]:.3g}" in why  # names train and test
+
+
+def test_an_underfit_baseline_is_not_established_and_the_verdict_says_why():
+    ok, why = verdict("classification", "quarter", group("classification", "quarter", "conv", [0.44], [0.0]),
+                      group("classification", "quarter", "coordconv", [1.0], [1.0]))
+    assert not ok and why.startswith("the baseline did not fit its training set: train 0.44 >= 0.95 is false")
+
+
+def test_best_of_sweep_is_chosen_on_train_in_the_tasks_direction():
+    fits, generalises = (group("classification", "quarter", "conv", [0.99], [0.0], "a"),
+                         group("classification", "quarter", "conv", [0.6], [0.1], "b"))
+    assert best([generalises, fits]) is fits
+    low, high = (group("regression", "quarter", "conv", [0.5], [9.0], "a"),
+                 group("regression", "quarter", "conv", [1.5], [6.0], "b"))
+    assert best([high, low]) is low
 
 
 def test_the_papers_renderer_runs_only_when_asked():
-    default, _ = plan(["rendering"], ["quarter"])
-    asked, _ = plan(["rendering"], ["quarter"], renderer_softmax=True)
-    assert {g.name for g in asked} - {g.name for g in default} == {"rendering-quarter-coordconv-softmax"}
-    assert next(g for g in asked if g.variant == "softmax").overrides == ["model.centre_map=softmax"]
+    default, _ = plan(["rendering"], ["quarter"], "cpu")
+    asked, _ = plan(["rendering"], ["quarter"], "cpu", renderer_softmax=True)
+    assert {g.kind for g in asked} - {g.kind for g in default} == {"rendering-coordconv-softmax"}
+
+
+def test_curves_show_train_and_test_of_both_models_per_split():
+    groups = []
+    for model, values in (("conv", [0.5, 0.99]), ("coordconv", [1.0, 1.0])):
+        for split in ("uniform", "quarter"):
+            g = Group("classification", split, model)
+            g.runs = [{"status": "completed", "history": {"epochs": [1, 2], "metrics": [
+                {part: {"accuracy": v - 0.01 * seed} for part in ("train", "test")} for v in values]}}
+                for seed in range(3)]
+            groups.append(g)
+    fig = curves_figure("classification", groups)
+    assert [ax.get_title() for ax in fig.axes] == ["classification / uniform", "classification / quarter"]
+    assert [len(ax.get_lines()) for ax in fig.axes] == [4, 4]  # baseline and CoordConv, train and test
+    mean = next(line for line in fig.axes[0].get_lines() if line.get_label().startswith("conv train"))
+    assert list(mean.get_ydata()) == pytest.approx([0.49, 0.98])  # the mean over seeds
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
+def test_the_sweep_point_lr2_is_twice_the_recipes_lr(task):
+    recipe = compose_config(f"+reproduce={task}-conv", "split=quarter")
+    point = compose_config(f"+reproduce={task}-conv-lr2", "split=quarter")
+    assert point.optimizer.lr == pytest.approx(2 * recipe.optimizer.lr)
+    recipe.optimizer.lr = point.optimizer.lr
+    assert point == recipe  # nothing else differs
