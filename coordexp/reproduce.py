@@ -289,7 +289,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
              f"Measured with `{command}` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
              f"torch {torch.__version__}, launcher {args.launcher}"
              + (f" ({args.workers} jobs at a time)" if args.launcher == "joblib" else "")
-             + f", budget `{args.budget}`, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}; MLP and "
+             + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))} (MLP and "
              f"CoordMLP: the first). **Total wall time {seconds / 60:.1f} min.**", "",
              "Values are mean +- std over seeds of the final metric: accuracy (classification), pixel error "
              "(regression, lower is better), IoU (rendering). Each baseline is the point of its sweep "
