@@ -12,14 +12,13 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from coordexp.checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, save_checkpoint
-from coordexp.config import ConfigError, resolve_device, resumed_config, validate
+from coordexp.config import CONFIG_DIR, ConfigError, check_command_line, compose_config, resolve_device, resumed_config
 from coordexp.data import Dataset, square_centres, held_out_mask
 from coordexp.files import write_json
 from coordexp.interrupt import Interrupted, StopRequest
@@ -32,15 +31,6 @@ from coordexp.tasks import METRICS, Task, build_task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    """The config `python -m coordexp.train OVERRIDES` would run (without the hydra node), for tests and scripts."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -78,7 +68,6 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     With `resume`, continue from run_dir's checkpoint. Raises Interrupted (checkpoint written) on
     SIGINT/SIGTERM, Diverged on a non-finite loss; metrics.json then says so in its `status`.
     """
-    validate(cfg)
     device = resolve_device(cfg.device)
     if cfg.trainer.keep_freed_memory:
         keep_freed_memory()
@@ -168,5 +157,15 @@ def main(cfg: DictConfig) -> float:
     return metrics["test"][metrics["headline"]]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m coordexp.train`: every job's config checked before Hydra creates anything, then the run."""
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as error:
+        print(f"coordexp: error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

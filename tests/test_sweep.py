@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from coordexp.aggregate import aggregate
-from coordexp.config import validate
+from coordexp.config import check
 from coordexp.sweep import planned_jobs
 from coordexp.train import CONFIG_DIR
 from conftest import make_cfg
@@ -49,7 +49,7 @@ def test_sweep_config_composes_with_the_grid_size_it_claims(name):
     assert planned_jobs(cfg) == claimed
     for key, values in cfg.hydra.sweeper.params.items():  # every swept value gives a valid run
         for value in str(values).split(","):
-            validate(make_cfg(f"sweep={name}", f"{key}={value}"))
+            check(make_cfg(f"sweep={name}", f"{key}={value}"))
 
 
 def test_the_paper_deconv_grids_have_the_paper_sizes_and_l2_as_twice_the_weight_decay():
@@ -64,7 +64,7 @@ def test_experiment_pins_its_task_model_and_the_paper_setting_over_the_recipe(na
     task, model = name.split("_")
     for split in ("uniform", "quarter"):
         cfg = make_cfg(f"experiment={name}", f"split={split}")
-        validate(cfg)
+        check(cfg)
         assert (cfg.task.name, cfg.model.name, cfg.split.name) == (task, model, split)
         assert cfg.trainer.batch_size in (16, 256)  # the paper's, not the recipe's
         assert cfg.schedule.name == ("step" if model == "conv" and task != "regression" else "constant")
