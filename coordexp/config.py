@@ -25,12 +25,10 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 
 def _config_dir() -> str:
-    """configs/ beside the package in a checkout; the same folder shipped as coordexp.configs when installed."""
-    checkout = Path(__file__).resolve().parent.parent / "configs"
-    if (checkout / "config.yaml").is_file():
-        return str(checkout)
-    import importlib.util
-    return list(importlib.util.find_spec("coordexp.configs").submodule_search_locations)[0]
+    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return str(installed if (installed / "config.yaml").is_file() else package.parent / "configs")
 
 
 CONFIG_DIR = _config_dir()
@@ -267,6 +265,7 @@ class Config:
 SCHEMAS = {"task": {"classification": Classification, "regression": Regression, "rendering": Rendering},
            "split": {"uniform": Split, "quarter": Split},
            "model": {"conv": Conv, "coordconv": CoordConv, "mlp": MLP, "coordmlp": MLP}}
+TASKS, SPLITS, FAMILIES = (tuple(SCHEMAS[group]) for group in ("task", "split", "model"))
 _store = ConfigStore.instance()
 _store.store(name="schema", node=Config)
 for _group, _options in SCHEMAS.items():

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-SPLITS = ("uniform", "quarter")
+from coordexp.config import SPLITS
+
 
 
 def square_centres(canvas: int, square: int) -> Tensor:

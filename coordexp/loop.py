@@ -20,7 +20,6 @@ from coordexp.tasks import Task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("bf16", "fp32")
 
 
 class Diverged(Exception):

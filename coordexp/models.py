@@ -12,12 +12,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from coordexp.config import FAMILIES  # noqa: F401 (the model families, declared once by the schema)
 from coordexp.nn import AddCoords, tiled_linear
 from coordexp.pointwise import linear_relu_stack
 
-FAMILIES = ("conv", "coordconv", "mlp", "coordmlp")
-REGRESSORS = ("uniform", "quarter")
-CENTRE_MAPS = ("density", "softmax")  # the CoordConv renderer's centre map: scaled x pixels, or the paper's
 
 
 def tile(coords: Tensor, height: int, width: int) -> Tensor:

@@ -8,7 +8,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-SCHEDULES = ("constant", "step", "cosine")
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:

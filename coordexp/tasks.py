@@ -9,11 +9,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
+from coordexp.config import TASKS  # noqa: F401 (the task names, declared once by the schema)
 from coordexp.data import onehot_images, square_images
 
-TASKS = ("classification", "regression", "rendering")
-INPUT_COORDS = ("normalized", "pixels")
-RENDER_LOSSES = ("bce", "mse")
 # every metric any task reports: each run registers them all as HParams columns, so TensorBoard
 # shows the same columns for every run of a sweep that mixes tasks
 METRICS = ("accuracy", "pixel_error", "iou")
@@ -125,7 +123,10 @@ class Rendering(Task):
         return {"iou": intersection / union.clamp(min=1)}
 
 
+# each task's class by name: its headline metric and direction are class attributes, read from here
+TASK_CLASSES: dict[str, type[Task]] = {cls.name: cls for cls in (Classification, Regression, Rendering)}
+
+
 def build_task(task_cfg: DictConfig, data_cfg: DictConfig) -> Task:
     """The task named by `task_cfg.name`."""
-    classes = {cls.name: cls for cls in (Classification, Regression, Rendering)}
-    return classes[task_cfg.name](task_cfg, data_cfg)
+    return TASK_CLASSES[task_cfg.name](task_cfg, data_cfg)
