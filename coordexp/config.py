@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import itertools
 import math
-import re
 import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,12 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import hydra.utils
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 
 def _config_dir() -> str:
@@ -42,52 +36,21 @@ class ConfigError(ValueError):
 class Choice(str, Enum):
     """A config choice: a plain string everywhere (comparisons, JSON, f-strings), checked by OmegaConf."""
 
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
+    __str__ = lambda self: self.value  # noqa: E731
+    __format__ = lambda self, spec: format(self.value, spec)  # noqa: E731
 
 
-class Device(Choice):
-    auto = "auto"  # cuda if available, else cpu
-    cpu = "cpu"
-    cuda = "cuda"
+def choice(name: str, *values: str) -> type[Choice]:
+    return Choice(name, [(v, v) for v in values], module=__name__, qualname=name)
 
 
-class Precision(Choice):
-    bf16 = "bf16"
-    fp32 = "fp32"
-
-
-class ScheduleName(Choice):
-    constant = "constant"
-    step = "step"
-    cosine = "cosine"
-
-
-class InputCoords(Choice):
-    normalized = "normalized"
-    pixels = "pixels"
-
-
-class RenderLoss(Choice):
-    bce = "bce"
-    mse = "mse"
-
-
-class Regressor(Choice):
-    uniform = "uniform"
-    quarter = "quarter"
-
-
-class CentreMap(Choice):
-    density = "density"
-    softmax = "softmax"
-
-
-def choices(enum: type[Enum]) -> tuple[str, ...]:
-    return tuple(member.value for member in enum)
+Device = choice("Device", "auto", "cpu", "cuda")  # auto: cuda when it is available, else cpu
+Precision = choice("Precision", "bf16", "fp32")
+ScheduleName = choice("ScheduleName", "constant", "step", "cosine")
+InputCoords = choice("InputCoords", "normalized", "pixels")
+RenderLoss = choice("RenderLoss", "bce", "mse")
+Regressor = choice("Regressor", "uniform", "quarter")
+CentreMap = choice("CentreMap", "density", "softmax")
 
 
 # ---- range checks: each returns None when the value is allowed, else what is allowed -------------------
@@ -98,7 +61,6 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 
 def integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
     allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
@@ -155,9 +117,7 @@ class Regression:
 
 
 @dataclass
-class Rendering:
-    name: str = key()
-    input_coords: InputCoords = key()
+class Rendering(Classification):
     loss: RenderLoss = key()
 
 
@@ -294,57 +254,43 @@ OmegaConf.register_new_resolver("coordexp_output_subdir", lambda resume: None if
 
 # ---- checks --------------------------------------------------------------------------------------------
 
-def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
-    """Every key of `node` is a field of `schema` (a `+key=` append gets past Hydra) and passes its check."""
-    fields = {f.name: f for f in dataclasses.fields(schema)}
+def _check_node(node: DictConfig, prefix: str = "", schema: type | None = None) -> None:
+    """Every key of `node` is a field of its schema (a `+key=` append gets past Hydra) and passes its check."""
+    fields = {f.name: f for f in dataclasses.fields(schema or OmegaConf.get_type(node))}
     for name in node:
         if name not in fields:
             raise ConfigError(f"{prefix}{name} is not a config key (not in struct {prefix.rstrip('.') or 'config'}); "
                               f"valid keys: {', '.join(fields)}")
-    for name, f in fields.items():
-        value = OmegaConf.select(node, name, throw_on_missing=False)
         if OmegaConf.is_missing(node, name):
             raise ConfigError(f"{prefix}{name} is not set: give it a value ({prefix}{name}=...)")
-        if isinstance(value, ListConfig):
-            value = list(value)
-        problem = f.metadata.get("check", lambda v: None)(value) if not isinstance(value, DictConfig) else None
+        value = node[name]
+        if isinstance(value, DictConfig):
+            _check_node(value, f"{prefix}{name}.", OptimizerArgs if name == "optimizer" and not prefix else None)
+            continue
+        value = list(value) if isinstance(value, ListConfig) else value
+        problem = fields[name].metadata.get("check", lambda v: None)(value)
         if problem:
             raise ConfigError(f"{prefix}{name}={value!r} is invalid: {problem}")
 
 
-def _check_optimizer(optimizer: DictConfig) -> None:
-    """The optimizer's keys are its class's arguments, each within OptimizerArgs' range."""
-    target = optimizer.get("_target_")
+def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
+    """Raise ConfigError for the first bad value in a composed run config (ranges, then the rules between keys).
+
+    `overrides` are the command line's; an override of a key that has no effect with the rest is refused.
+    """
+    for group, options in SCHEMAS.items():  # a group's name is its option's: `task.name=foo` is no task
+        if options.get(cfg[group].name) is not OmegaConf.get_type(cfg[group]):
+            raise ConfigError(f"{group}.name={cfg[group].name!r} is invalid: valid choices: {', '.join(options)}")
+    _check_node(cfg, "", Config)
+    target = cfg.optimizer._target_  # which keys an optimizer takes is its class's own signature
     try:
         accepted = set(inspect.signature(hydra.utils.get_class(target)).parameters) - {"self", "params"}
     except Exception as error:  # an unimportable or misspelt class: say so instead of failing later
         raise ConfigError(f"optimizer._target_={target!r} is invalid: {error}") from None
-    for name in optimizer:
+    for name in cfg.optimizer:
         if name != "_target_" and name not in accepted:
             raise ConfigError(f"optimizer.{name} is invalid with optimizer._target_={target}: it takes "
                               f"{', '.join(sorted(accepted))}; drop it with ~optimizer.{name}")
-    checks = {f.name: f.metadata.get("check") for f in dataclasses.fields(OptimizerArgs)}
-    for name, value in optimizer.items():
-        value = list(value) if isinstance(value, ListConfig) else value
-        problem = checks.get(name) and checks[name](value)
-        if problem:
-            raise ConfigError(f"optimizer.{name}={value!r} is invalid: {problem}")
-
-
-def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
-    """Raise ConfigError for the first bad value in a composed run config (ranges, then cross-field rules).
-
-    `overrides` are the command line's; an override of a key that has no effect with the rest is refused.
-    """
-    _check_node(cfg, Config, "")
-    for group, options in SCHEMAS.items():
-        schema = options.get(cfg[group].get("name"))
-        if schema is None:
-            raise ConfigError(f"{group}.name={cfg[group].get('name')!r} is invalid: valid choices: {', '.join(options)}")
-        _check_node(cfg[group], schema, f"{group}.")
-    for group, schema in (("data", Data), ("schedule", Schedule), ("trainer", Trainer)):
-        _check_node(cfg[group], schema, f"{group}.")
-    _check_optimizer(cfg.optimizer)
     _check_rules(cfg, overrides)
 
 
@@ -379,163 +325,6 @@ def _shown(value: Any) -> Any:
 def override_keys(overrides: list[str]) -> list[str]:
     """The keys of command-line overrides ("+a.b=1" -> "a.b"; group choices "model=conv" -> "model")."""
     return [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-
-
-# ---- composition ---------------------------------------------------------------------------------------
-
-def compose_config(*overrides: str, hydra_node: bool = False) -> DictConfig:
-    """The config `python -m coordexp.train OVERRIDES` runs, checked (ConfigError on a bad value).
-
-    Composition errors (an unknown group choice or key, a value of the wrong type, an unparsable override)
-    are ConfigErrors too. With `hydra_node`, the `hydra` node is kept (the run directory, the launcher).
-    """
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=hydra_node)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(composition_error(error, list(overrides))) from None
-    _check_group_choices(overrides)
-    job = cfg.copy()
-    if hydra_node:
-        with _open(job):
-            del job["hydra"]
-    check(job, [o for o in overrides if not o.lstrip("+~").startswith("hydra")])
-    return cfg
-
-
-def _check_group_choices(overrides: tuple[str, ...]) -> None:
-    """A choice for an optional group (debug, recipe) that has no config is an error, not silently nothing."""
-    for override in overrides:
-        name, _, value = override.lstrip("+").partition("=")
-        folder = Path(CONFIG_DIR) / name
-        if "." not in name and name != "hydra" and folder.is_dir() and value not in ("null", ""):
-            options = sorted(p.stem for p in folder.glob("*.yaml"))
-            if value not in options:
-                raise ConfigError(f"{name}={value} is invalid: valid choices: {', '.join(options)}")
-
-
-class _open:
-    """OmegaConf's struct flag off for a block (to drop the hydra node from a copy)."""
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.cfg, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, True)
-
-
-def composition_error(error: Exception, overrides: list[str]) -> str:
-    """One line for an error Hydra or OmegaConf raised while composing: the key, the value, what is allowed."""
-    cause = error
-    while cause.__cause__ is not None and not isinstance(cause, (ValidationError, ConfigAttributeError,
-                                                                 ConfigKeyError)):
-        cause = cause.__cause__
-    message = str(cause).split("\n")[0]
-    if isinstance(error, MissingConfigException):
-        found = re.search(r"Could not find '([^']+)'", str(error))
-        options = re.findall(r"^\t(\S+)$", str(error), flags=re.M)
-        if found and "/" in found[1]:
-            group, option = found[1].rsplit("/", 1)
-            return f"{group}={option} is invalid: valid choices: {', '.join(options)}"
-        return message
-    if isinstance(error, OverrideParseException):
-        reason = [line for line in str(error).splitlines()
-                  if not line.startswith(("See ", "Error parsing override"))] or ["syntax error"]
-        return f"override {error.override!r} cannot be parsed: {reason[0]} (an override is key=value)"
-    full_key = getattr(cause, "full_key", None)
-    if isinstance(cause, ValidationError) and full_key:
-        value = next((o.split("=", 1)[1] for o in overrides if override_keys([o])[0] == full_key), cause.value)
-        expected = re.search(r"expected one of \[(.*)\]", message)
-        allowed = f"valid choices: {expected[1]}" if expected else _allowed(cause.object_type, full_key, message)
-        return f"{full_key}={value!r} is invalid: {allowed}"
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and full_key:
-        parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-        elsewhere = [f"{parent}={option}" for option, schema in SCHEMAS.get(parent, {}).items()
-                     if full_key.rsplit(".", 1)[-1] in {f.name for f in dataclasses.fields(schema)}]
-        return (f"{full_key} is not a config key here (not in struct {parent or 'config'})"
-                + (f"; it is a key of {', '.join(elsewhere)}" if elsewhere else "")
-                + "; python -m coordexp.train --cfg job lists the keys")
-    return message
-
-
-def _allowed(schema: Any, full_key: str, message: str) -> str:
-    """What a schema field allows, in words: its range check's, else its type's."""
-    found = {f.name: f for f in dataclasses.fields(schema)}.get(full_key.rsplit(".", 1)[-1]) \
-        if dataclasses.is_dataclass(schema) else None
-    if found is not None and "check" in found.metadata:
-        return found.metadata["check"](object())  # any non-value makes a check say what it allows
-    if found is not None and found.type in ("bool", bool):
-        return "must be true or false"
-    return message
-
-
-# ---- the command line ----------------------------------------------------------------------------------
-
-_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
-               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
-_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p"}
-MAX_CHECKED_JOBS = 4096  # a larger sweep's jobs are checked one swept value at a time
-
-
-def command_line_overrides(argv: list[str]) -> tuple[list[str], bool] | None:
-    """(overrides, multirun) of a `python -m coordexp.train` command line; None when it only asks for
-    information or points Hydra at other configs (nothing of ours to check)."""
-    overrides, multirun, skip = [], False, False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _INFO_FLAGS or arg.split("=", 1)[0] in _INFO_FLAGS:
-            return None
-        elif arg in _VALUED_FLAGS:
-            skip = True
-        elif arg in ("-m", "--multirun"):
-            multirun = True
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, multirun
-
-
-def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override lists of every job a command line runs: one, or a multirun's product of swept values."""
-    if not multirun:
-        return [overrides]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise ConfigError(composition_error(error, overrides)) from None
-    options = []
-    for override, line in zip(parsed, overrides):
-        try:
-            values = [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()] \
-                if override.is_sweep_override() else [line]
-        except Exception:  # a search space (interval, tag) is the sweeper's to sample: check the rest
-            values = []
-        options.append(values or [None])
-    if math.prod(len(o) for o in options) <= MAX_CHECKED_JOBS:
-        return [[o for o in job if o is not None] for job in itertools.product(*options)]
-    first = [o[0] for o in options]
-    return [[o for o in first[:i] + [value] + first[i + 1:] if o is not None]
-            for i, values in enumerate(options) for value in values]
-
-
-def check_command_line(argv: list[str]) -> None:
-    """Every check that can be made before Hydra creates anything, for every job of the command line."""
-    parsed = command_line_overrides(argv)
-    if parsed is None:
-        return
-    overrides, multirun = parsed
-    for job in job_overrides(overrides, multirun):
-        cfg = compose_config(*job, hydra_node=True)
-        run = resumed_config(cfg, job) if cfg.resume is not None else cfg
-        if cfg.resume is None and not multirun:
-            check_writable(cfg.hydra.run.dir)
-        if run.device == "cuda":
-            resolve_device(run.device)
-    if multirun:
-        check_writable(cfg.hydra.sweep.dir, key="hydra.sweep.dir")
 
 
 # ---- resume and the run directory ----------------------------------------------------------------------
@@ -587,14 +376,3 @@ def check_writable(path: str | Path, key: str = "hydra.run.dir") -> None:
     except OSError as error:
         raise ConfigError(f"{key}={str(path)!r} is invalid: cannot write there ({error}); "
                           f"choose another with {key}=DIR") from None
-
-
-def resolve_device(name: str):
-    """`auto` picks cuda when it is available, else cpu; `cuda` without CUDA is a ConfigError."""
-    import torch
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' is invalid: CUDA is not available on this machine; "
-                          f"valid choices: {', '.join(choices(Device))} (auto falls back to cpu)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(str(name))

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from coordexp.checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, save_checkpoint
-from coordexp.config import CONFIG_DIR, ConfigError, check_command_line, compose_config, resolve_device, resumed_config
+from coordexp.compose import compose_config, exit_on_bad_command_line  # noqa: F401 (compose_config: for scripts)
+from coordexp.config import CONFIG_DIR, ConfigError, resumed_config
 from coordexp.data import Dataset, square_centres, held_out_mask
 from coordexp.files import write_json
 from coordexp.interrupt import Interrupted, StopRequest
@@ -26,7 +27,7 @@ from coordexp.loop import Diverged, Evaluation, fit
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
-from coordexp.runtime import configure_backends, keep_freed_memory, make_deterministic
+from coordexp.runtime import configure_backends, keep_freed_memory, make_deterministic, resolve_device
 from coordexp.tasks import METRICS, Task, build_task
 from coordexp.tblog import RunLog
 
@@ -157,15 +158,6 @@ def main(cfg: DictConfig) -> float:
     return metrics["test"][metrics["headline"]]
 
 
-def cli() -> None:
-    """`python -m coordexp.train`: every job's config checked before Hydra creates anything, then the run."""
-    try:
-        check_command_line(sys.argv[1:])
-    except ConfigError as error:
-        print(f"coordexp: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    main()
-
-
 if __name__ == "__main__":
-    cli()
+    exit_on_bad_command_line(sys.argv[1:])  # every job's config checked before Hydra creates anything
+    main()

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from coordexp.config import ConfigError, resolve_device
+from coordexp.config import ConfigError
+from coordexp.runtime import resolve_device
 from coordexp.files import write_json
 from coordexp.loop import reached, train_step
 from coordexp.models import FAMILIES

@@ -5,7 +5,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from coordexp.config import SCHEMAS, Config, ConfigError, Data, OptimizerArgs, Schedule, Trainer, check, compose_config
+from coordexp.compose import compose_config
+from coordexp.config import SCHEMAS, Config, ConfigError, Data, OptimizerArgs, Schedule, Trainer, check
 
 ALL_SCHEMAS = [Config, Data, Schedule, Trainer, OptimizerArgs] + [s for o in SCHEMAS.values() for s in o.values()]
 
@@ -56,7 +57,7 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
 
 
 def test_a_sweep_is_checked_job_by_job_before_anything_runs(tmp_path):
-    from coordexp.config import check_command_line, job_overrides
+    from coordexp.compose import check_command_line, job_overrides
     assert job_overrides(["model=conv,mlp", "seed=0,1,2"], multirun=True)[-1] == ["model=mlp", "seed=2"]
     assert len(job_overrides(["model=conv,mlp", "seed=0,1,2"], multirun=True)) == 6
     assert job_overrides(["model=conv,mlp"], multirun=False) == [["model=conv,mlp"]]
