@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import hydra.utils
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
@@ -254,7 +255,7 @@ OmegaConf.register_new_resolver("coordexp_output_subdir", lambda resume: None if
 
 # ---- checks --------------------------------------------------------------------------------------------
 
-def _check_node(node: DictConfig, prefix: str = "", schema: type | None = None) -> None:
+def _check_node(node: DictConfig, prefix: str, schema: type | None, typed: dict) -> None:
     """Every key of `node` is a field of its schema (a `+key=` append gets past Hydra) and passes its check."""
     fields = {f.name: f for f in dataclasses.fields(schema or OmegaConf.get_type(node))}
     for name in node:
@@ -265,12 +266,12 @@ def _check_node(node: DictConfig, prefix: str = "", schema: type | None = None) 
             raise ConfigError(f"{prefix}{name} is not set: give it a value ({prefix}{name}=...)")
         value = node[name]
         if isinstance(value, DictConfig):
-            _check_node(value, f"{prefix}{name}.", OptimizerArgs if name == "optimizer" and not prefix else None)
+            _check_node(value, f"{prefix}{name}.", OptimizerArgs if name == "optimizer" and not prefix else None, typed)
             continue
         value = list(value) if isinstance(value, ListConfig) else value
         problem = fields[name].metadata.get("check", lambda v: None)(value)
         if problem:
-            raise ConfigError(f"{prefix}{name}={value!r} is invalid: {problem}")
+            raise ConfigError(f"{prefix}{name}={typed.get(prefix + name, value)!r} is invalid: {problem}")
 
 
 def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
@@ -281,7 +282,9 @@ def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
     for group, options in SCHEMAS.items():  # a group's name is its option's: `task.name=foo` is no task
         if options.get(cfg[group].name) is not OmegaConf.get_type(cfg[group]):
             raise ConfigError(f"{group}.name={cfg[group].name!r} is invalid: valid choices: {', '.join(options)}")
-    _check_node(cfg, "", Config)
+    typed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(overrides))
+             if not o.is_delete()}  # a bad value is shown as the command line wrote it (-1, not -1.0)
+    _check_node(cfg, "", Config, typed)
     target = cfg.optimizer._target_  # which keys an optimizer takes is its class's own signature
     try:
         accepted = set(inspect.signature(hydra.utils.get_class(target)).parameters) - {"self", "params"}
