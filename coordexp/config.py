@@ -11,11 +11,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from coordexp.checkpoint import CHECKPOINT, load_checkpoint
-from coordexp.data import SPLITS
+from coordexp.data import SPLITS, UNIFORM_SPLITS
 from coordexp.loop import PRECISIONS
-from coordexp.models import CENTRE_MAPS, FAMILIES, REGRESSORS
-from coordexp.optim import SCHEDULES
-from coordexp.tasks import INPUT_COORDS, RENDER_LOSSES, TASKS
+from coordexp.models import CENTRE_MAPS, FAMILIES, INITS, PAINTER_WIDTHS, REGRESSORS
+from coordexp.optim import L2_SCOPES, SCHEDULES
+from coordexp.tasks import INPUT_COORDS, IOU_TARGETS, RENDER_LOSSES, TASKS
 
 DEVICES = ("auto", "cpu", "cuda")
 FAMILIES_WITH_COORDS = ("coordconv", "coordmlp")
@@ -26,11 +26,16 @@ RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", 
 ONLY_WITH = [
     ("data.test_fraction", "split.name", "uniform"),
     ("data.split_seed", "split.name", "uniform"),
+    ("data.uniform_split", "split.name", "uniform"),
+    ("data.test_fraction", "data.uniform_split", "fraction"),
+    ("data.split_seed", "data.uniform_split", "fraction"),
     ("schedule.every", "schedule.name", "step"),
     ("schedule.gamma", "schedule.name", "step"),
+    ("schedule.max_decays", "schedule.name", "step"),
     ("schedule.final_factor", "schedule.name", "cosine"),
     ("model.r_center", "model.with_r", True),
     ("model.centre_map", "task.name", "rendering"),
+    ("model.painter_width", "task.name", "rendering"),
 ]
 _ABSENT = object()
 
@@ -96,6 +101,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("task.name", choice(TASKS)),
     ("task.input_coords", choice(INPUT_COORDS)),
     ("task.loss", choice(RENDER_LOSSES)),
+    ("task.iou", choice(IOU_TARGETS)),
     ("task.onehot_scale", number(0, low_open=True)),
     ("split.name", choice(SPLITS)),
     ("model.name", choice(FAMILIES)),
@@ -108,11 +114,15 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("model.r_center", number(-1, 1)),
     ("model.fast", boolean),
     ("model.centre_map", choice(CENTRE_MAPS)),
+    ("model.init", choice(INITS)),
+    ("model.l2_scope", choice(L2_SCOPES)),
+    ("model.painter_width", choice(PAINTER_WIDTHS)),
     ("data.canvas", power_of_two),
     ("data.square", integer(1)),
     ("data.square_value", number(0, 1, low_open=True)),
     ("data.test_fraction", number(0, 1, low_open=True, high_open=True)),
     ("data.split_seed", integer(0)),
+    ("data.uniform_split", choice(UNIFORM_SPLITS)),
     ("optimizer.lr", number(0, low_open=True)),
     ("optimizer.weight_decay", number(0)),
     ("optimizer.momentum", number(0, 1, high_open=True)),
@@ -123,6 +133,7 @@ RULES: list[tuple[str, Callable[[Any], str | None]]] = [
     ("schedule.name", choice(SCHEDULES)),
     ("schedule.every", integer(1)),
     ("schedule.gamma", number(0, 1, low_open=True)),
+    ("schedule.max_decays", optional(integer(0))),
     ("schedule.final_factor", number(0, 1)),
     ("trainer.epochs", integer(1)),
     ("trainer.batch_size", integer(1)),

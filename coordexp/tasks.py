@@ -13,7 +13,8 @@ from coordexp.data import onehot_images, square_images
 
 TASKS = ("classification", "regression", "rendering")
 INPUT_COORDS = ("normalized", "pixels")
-RENDER_LOSSES = ("bce", "mse")
+RENDER_LOSSES = ("bce", "mse", "mse_sigmoid")  # sigmoid cross-entropy | MSE of the logits (authors') | of the sigmoid
+IOU_TARGETS = ("weighted", "binary")  # intersection weighted by the target's value (the authors') | target > 0
 # every metric any task reports: each run registers them all as HParams columns, so TensorBoard
 # shows the same columns for every run of a sweep that mixes tasks
 METRICS = ("accuracy", "pixel_error", "iou")
@@ -107,7 +108,9 @@ class Rendering(Task):
 
     def loss(self, outputs, targets):
         outputs = outputs.float()
-        if self.cfg.loss == "mse":
+        if self.cfg.loss == "mse":  # the authors' --mse: the squared error of the logits themselves
+            return F.mse_loss(outputs, targets)
+        if self.cfg.loss == "mse_sigmoid":
             return F.mse_loss(torch.sigmoid(outputs), targets)
         return F.binary_cross_entropy_with_logits(outputs, targets)
 
@@ -118,9 +121,14 @@ class Rendering(Task):
         return targets, torch.sigmoid(outputs)
 
     def per_example(self, outputs, targets):
+        """IoU of the painted pixels (sigmoid > 0.5) with the square (target > 0). With `task.iou=weighted` the
+        intersection counts each pixel at its target value, as the authors' code does: the same for binary
+        squares, capped at data.square_value for their gray ones."""
         painted = outputs.flatten(1) > 0  # sigmoid > 0.5
-        square = targets.flatten(1) > 0
-        intersection = (painted & square).sum(dim=1).float()
+        target = targets.flatten(1)
+        square = target > 0
+        weight = target if self.cfg.iou == "weighted" else square.float()
+        intersection = (painted * weight).sum(dim=1)
         union = (painted | square).sum(dim=1).float()
         return {"iou": intersection / union.clamp(min=1)}
 
