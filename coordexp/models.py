@@ -20,6 +20,7 @@ REGRESSORS = ("uniform", "quarter")
 CENTRE_MAPS = ("density", "softmax")  # the CoordConv renderer's centre map: scaled x pixels, or the paper's
 INITS = ("authors", "torch")  # the authors' TensorFlow initialisation, or PyTorch's defaults
 PAINTER_WIDTHS = ("fixed", "scaled")  # the renderer's painter: 32/32/64/64 as the authors, or x model.mul
+CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)  # every convolution the models use (the authors' he_normal, L2)
 
 
 def tile(coords: Tensor, height: int, width: int) -> Tensor:
@@ -254,7 +255,7 @@ def init_like_authors(model: nn.Module) -> None:
     """The authors' initialisation: he_normal conv kernels (every conv they build passes it), glorot_uniform
     Dense/Linear kernels (TF's default: their Dense layers pass none), zero biases; norms keep ones/zeros."""
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(module, CONV_LAYERS):
             he_normal_(module.weight)
         elif isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)

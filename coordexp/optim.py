@@ -8,9 +8,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from coordexp.models import CONV_LAYERS
+
 SCHEDULES = ("constant", "step", "cosine")
 L2_SCOPES = ("conv", "all")  # weight decay on conv kernels only (the authors'), or on every kernel
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def decayed_kernels(model: nn.Module, l2_scope: str) -> list[nn.Parameter]:
@@ -18,7 +19,7 @@ def decayed_kernels(model: nn.Module, l2_scope: str) -> list[nn.Parameter]:
     or norm scales."""
     if l2_scope == "all":
         return [p for p in model.parameters() if p.ndim > 1]
-    return [m.weight for m in model.modules() if isinstance(m, CONVS)]
+    return [m.weight for m in model.modules() if isinstance(m, CONV_LAYERS)]
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module, l2_scope: str) -> torch.optim.Optimizer:
