@@ -49,7 +49,12 @@ Device = choice("Device", "auto", "cpu", "cuda")  # auto: cuda when it is availa
 Precision = choice("Precision", "bf16", "fp32")
 ScheduleName = choice("ScheduleName", "constant", "step", "cosine")
 InputCoords = choice("InputCoords", "normalized", "pixels")
-RenderLoss = choice("RenderLoss", "bce", "mse")
+RenderLoss = choice("RenderLoss", "bce", "mse", "mse_sigmoid")  # MSE of the logits (the authors'), of the sigmoid
+IoUTarget = choice("IoUTarget", "weighted", "binary")  # intersection weighted by the target (the authors') | target > 0
+Init = choice("Init", "authors", "torch")  # the authors' he_normal/glorot kernels, zero biases | PyTorch's defaults
+L2Scope = choice("L2Scope", "conv", "all")  # weight decay on conv kernels only (the authors') | on every kernel
+PainterWidth = choice("PainterWidth", "fixed", "scaled")  # the renderer's painter: 32/32/64/64 (authors) | x mul
+UniformSplit = choice("UniformSplit", "fraction", "authors")  # an exact held-out fraction | the authors' draw
 Regressor = choice("Regressor", "uniform", "quarter")
 CentreMap = choice("CentreMap", "density", "softmax")
 
@@ -120,6 +125,7 @@ class Regression:
 @dataclass
 class Rendering(Classification):
     loss: RenderLoss = key()
+    iou: IoUTarget = key()
 
 
 @dataclass
@@ -134,6 +140,8 @@ class Model:
     name: str = key()
     with_r: bool = key()
     r_center: float = key(number(-1, 1))
+    init: Init = key()
+    l2_scope: L2Scope = key()
     fast: bool = key()
 
 
@@ -149,6 +157,7 @@ class CoordConv(Model):
     mul: int = key(integer(1))
     fs: int = key(integer(1))
     centre_map: CentreMap = key()
+    painter_width: PainterWidth = key()
 
 
 @dataclass
@@ -179,6 +188,7 @@ class Data:
     canvas: int = key(power_of_two)
     square: int = key(integer(1))
     square_value: float = key(number(0, 1, low_open=True))
+    uniform_split: UniformSplit = key()
     test_fraction: float = key(number(0, 1, low_open=True, high_open=True))
     split_seed: int = key(integer(0))
 
@@ -188,6 +198,7 @@ class Schedule:
     name: ScheduleName = key()
     every: int = key(integer(1))
     gamma: float = key(number(0, 1, low_open=True))
+    max_decays: Optional[int] = optional_key(integer(0))
     final_factor: float = key(number(0, 1))
 
 
@@ -240,11 +251,16 @@ RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", 
 ONLY_WITH = [
     ("data.test_fraction", "split.name", "uniform"),
     ("data.split_seed", "split.name", "uniform"),
+    ("data.uniform_split", "split.name", "uniform"),
+    ("data.test_fraction", "data.uniform_split", "fraction"),
+    ("data.split_seed", "data.uniform_split", "fraction"),
     ("schedule.every", "schedule.name", "step"),
     ("schedule.gamma", "schedule.name", "step"),
+    ("schedule.max_decays", "schedule.name", "step"),
     ("schedule.final_factor", "schedule.name", "cosine"),
     ("model.r_center", "model.with_r", True),
     ("model.centre_map", "task.name", "rendering"),
+    ("model.painter_width", "task.name", "rendering"),
 ]
 FAMILIES_WITH_COORDS = ("coordconv", "coordmlp")
 

@@ -105,7 +105,9 @@ class Rendering(Task):
 
     def loss(self, outputs, targets):
         outputs = outputs.float()
-        if self.cfg.loss == "mse":
+        if self.cfg.loss == "mse":  # the authors' --mse: the squared error of the logits themselves
+            return F.mse_loss(outputs, targets)
+        if self.cfg.loss == "mse_sigmoid":
             return F.mse_loss(torch.sigmoid(outputs), targets)
         return F.binary_cross_entropy_with_logits(outputs, targets)
 
@@ -116,9 +118,14 @@ class Rendering(Task):
         return targets, torch.sigmoid(outputs)
 
     def per_example(self, outputs, targets):
+        """IoU of the painted pixels (sigmoid > 0.5) with the square (target > 0). With `task.iou=weighted` the
+        intersection counts each pixel at its target value, as the authors' code does: the same for binary
+        squares, capped at data.square_value for their gray ones."""
         painted = outputs.flatten(1) > 0  # sigmoid > 0.5
-        square = targets.flatten(1) > 0
-        intersection = (painted & square).sum(dim=1).float()
+        target = targets.flatten(1)
+        square = target > 0
+        weight = target if self.cfg.iou == "weighted" else square.float()
+        intersection = (painted * weight).sum(dim=1)
         union = (painted | square).sum(dim=1).float()
         return {"iou": intersection / union.clamp(min=1)}
 

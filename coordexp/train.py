@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> None:
 def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
     """Every centre's inputs and targets on `device`, with the split's train and test indices."""
     centres = square_centres(cfg.data.canvas, cfg.data.square)
-    is_test = held_out_mask(cfg.split.name, centres, cfg.data.canvas, cfg.data.test_fraction, cfg.data.split_seed)
+    is_test = held_out_mask(cfg.split.name, centres, cfg.data)
     centres = centres.to(device)
     inputs, targets = task.build(centres)
     train_idx, test_idx = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
@@ -60,7 +60,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> tuple[Task, Dataset, nn.
     task = build_task(cfg.task, cfg.data)
     data = build_dataset(cfg, task, device)
     model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
-    return task, data, model, build_optimizer(cfg.optimizer, model)
+    return task, data, model, build_optimizer(cfg.optimizer, model, cfg.model.l2_scope)
 
 
 def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopRequest | None = None) -> dict:
