@@ -40,7 +40,7 @@ def _check_group_choices(overrides: tuple[str, ...]) -> None:
     for override in overrides:
         name, _, value = override.lstrip("+").partition("=")
         folder = Path(CONFIG_DIR) / name
-        if "." not in name and name != "hydra" and folder.is_dir() and value not in ("null", ""):
+        if not any(c in name for c in "./@") and folder.is_dir() and value not in ("null", ""):
             options = sorted(p.stem for p in folder.glob("*.yaml"))
             if value not in options:
                 raise ConfigError(f"{name}={value} is invalid: valid choices: {', '.join(options)}")
