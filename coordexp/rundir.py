@@ -305,14 +305,18 @@ class DirLock:
         except OSError as error:
             self.release()
             raise RunDirError(f"{key}={str(directory)!r} is invalid: cannot write there ({error})") from None
+
+    def announce(self) -> None:
+        """Write who holds the directory into the lock file, for the message of a process it refuses."""
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
                            .encode(), 0)
 
     def release(self) -> None:
-        """Let go of the directory (the lock file stays, empty)."""
+        """Let go of the directory (the lock file stays: removing it could let two processes hold it)."""
         if self.fd >= 0:
-            os.ftruncate(self.fd, 0)
+            if os.fstat(self.fd).st_size:
+                os.ftruncate(self.fd, 0)
             os.close(self.fd)
             self.fd = -1
 
@@ -355,11 +359,12 @@ def claim_run_dir(run_dir: str | os.PathLike, config: dict, resume: bool = False
     key = "resume" if resume else key
     lock = DirLock(run_dir, key, create=not resume)
     try:
-        remove_temporary_files(run_dir)
         action, status = ("resume", None) if resume else _decide(run_dir, config, key)
     except BaseException:
         lock.release()
         raise
+    lock.announce()
+    remove_temporary_files(run_dir)
     _held[run_dir] = claim = Claim(run_dir, action, status, lock)
     return claim
 

@@ -82,27 +82,27 @@ def check_sweep(config: DictConfig) -> int | None:
     it, as Hydra applies them (composing each job costs ~0.1 s: minutes for the paper's grids). Returns the
     number of jobs; None (nothing checked but the device) for sweepers other than the basic one.
     """
-    if config.resume is not None:
-        raise ConfigError(f"resume={config.resume!r} is invalid with -m: a sweep is continued by running its own "
-                          "command again with its hydra.sweep.dir")
     resolve_device(config.device)
     jobs = sweep_jobs(config)
     if jobs is None:
         return None
-    parser, bases = _parser(), {}
+    parser, bases, options = _parser(), {}, GroupOptions()
     for number, job in enumerate(jobs, 1):
         try:
             overrides = parser.parse_overrides(job)
-            swept = [o for o in overrides if _is_value_change(o)]
-            groups = tuple(o.input_line for o in overrides if not _is_value_change(o))
+            swept = [o for o in overrides if _is_value_change(o, options)]
+            groups = tuple(o.input_line for o in overrides if not _is_value_change(o, options))
             if groups not in bases:
-                bases[groups] = _compose(config.hydra.job.config_name, groups, overrides)
+                bases[groups] = _compose(config.hydra.job.config_name, groups, overrides, options)
             cfg = copy.deepcopy(bases[groups])
             for override in swept:
                 try:
                     OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
                 except Exception as error:  # an unknown key, or a value its type refuses
                     raise ConfigError(f"{override.input_line} is invalid: {_first_line(error)}") from None
+            if cfg.resume is not None:
+                raise ConfigError(f"resume={cfg.resume!r} is invalid with -m: a sweep is continued by running its "
+                                  "own command again with its hydra.sweep.dir")
             validate(cfg)
             check_overrides(cfg, job)
         except ConfigError as error:
@@ -110,20 +110,28 @@ def check_sweep(config: DictConfig) -> int | None:
     return len(jobs)
 
 
-def _is_value_change(override: Override) -> bool:
+class GroupOptions(dict):
+    """Config group name -> its options ([] for a key that is not a group), asked of Hydra once per name."""
+
+    def __missing__(self, name: str) -> list[str]:
+        self[name] = GlobalHydra.instance().config_loader().get_group_options(name)  # ~50 ms a call
+        return self[name]
+
+
+def _is_value_change(override: Override, options: GroupOptions) -> bool:
     """A plain `key=value` on a config key (not a group choice, not +, ++ or ~): applied after composition."""
     if override.package is not None or override.is_add() or override.is_force_add() or override.is_delete():
         return False
-    return not GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
+    return not options[override.key_or_group]
 
 
-def _compose(config_name: str, groups: tuple[str, ...], overrides: list[Override]) -> DictConfig:
-    loader = GlobalHydra.instance().config_loader()
+def _compose(config_name: str, groups: tuple[str, ...], overrides: list[Override],
+             options: GroupOptions) -> DictConfig:
     for override in overrides:
-        options = loader.get_group_options(override.key_or_group)
-        if options and not _is_value_change(override) and override.value() not in options:
+        choices = options[override.key_or_group]
+        if choices and not _is_value_change(override, options) and override.value() not in choices:
             raise ConfigError(f"{override.key_or_group}={override.value()!r} is invalid: valid choices: "
-                              f"{', '.join(options)}")
+                              f"{', '.join(choices)}")
     try:
         return compose(config_name, overrides=list(groups))
     except Exception as error:  # Hydra's composition errors span lines: keep the first, which names the cause
@@ -164,6 +172,7 @@ def claim_sweep_dir(config: DictConfig) -> bool:
     except BaseException:
         lock.release()
         raise
+    lock.announce()
     remove_temporary_files(sweep_dir)
     (sweep_dir / STOP_FILE).unlink(missing_ok=True)  # an earlier session's stop does not stop this one
     _sweep = Sweep(os.getpid(), sweep_dir, lock, StopRequest(sweep_dir / STOP_FILE).__enter__(),
