@@ -1,7 +1,6 @@
 """Runs that lose nothing: checkpoints, interruption and resume, determinism, divergence, and every ending
 recorded (a kill at any moment after the last checkpoint leaves a run that resume= completes)."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -264,6 +263,16 @@ def endings(tmp_path_factory):
                 for name, point in KILL_POINTS.items()}
     assert reference.result().returncode == 0
     return root / "reference", {name: (root / name.replace(" ", "_"), *run.result()) for name, run in runs.items()}
+
+
+def test_a_signal_during_the_final_outputs_lets_them_finish(tmp_path):
+    sigterm_at_first_plot = DIE.replace("signal.SIGKILL", "signal.SIGTERM").format(
+        point=KILL_POINTS["plots"], args=[*ENDING, f"hydra.run.dir={tmp_path}"])
+    result = subprocess.run([sys.executable, "-c", sigterm_at_first_plot], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "SIGTERM arrived after training ended: the run was completed first" in result.stdout + result.stderr
+    metrics = strict_json(tmp_path / "metrics.json")
+    assert metrics["status"] == "completed" and all((tmp_path / name).exists() for name in metrics["outputs"])
 
 
 @pytest.mark.parametrize("name", KILL_POINTS)
