@@ -1,22 +1,32 @@
-"""Composing a config from overrides, as `python -m coordexp.train` does, and checking every job of a command
-line (a sweep's too, job by job) before Hydra runs: a bad value is one line, exit status 2, nothing written."""
+"""Composing a config from overrides as `python -m coordexp.train` does, or from a run's checkpoint to resume it,
+and checking a command line before Hydra runs: a bad value is one line, exit status 2, nothing written."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from coordexp.config import CONFIG_DIR, SCHEMAS, ConfigError, check, check_writable, override_keys, resumed_config
+from coordexp import rundir  # noqa: F401 (registers the run directory resolvers the hydra node uses)
+from coordexp.config import SCHEMAS, ConfigError, check, override_keys
+
+
+def _config_dir() -> str:
+    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return str(installed if (installed / "config.yaml").is_file() else package.parent / "configs")
+
+
+CONFIG_DIR = _config_dir()
+
 
 def compose_config(*overrides: str, hydra_node: bool = False) -> DictConfig:
     """The config `python -m coordexp.train OVERRIDES` runs, checked (ConfigError on a bad value).
@@ -94,9 +104,6 @@ def _allowed(schema: Any, full_key: str, message: str) -> str:
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
                "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 _VALUED_FLAGS = {"--cfg", "-c", "--package", "-p"}
-MAX_CHECKED_JOBS = 4096  # a larger sweep's jobs are checked one swept value at a time
-
-
 def command_line_overrides(argv: list[str]) -> tuple[list[str], bool] | None:
     """(overrides, multirun) of a `python -m coordexp.train` command line; None when it only asks for
     information or points Hydra at other configs (nothing of ours to check)."""
@@ -115,45 +122,19 @@ def command_line_overrides(argv: list[str]) -> tuple[list[str], bool] | None:
     return overrides, multirun
 
 
-def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override lists of every job a command line runs: one, or a multirun's product of swept values."""
-    if not multirun:
-        return [overrides]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise ConfigError(composition_error(error, overrides)) from None
-    options = []
-    for override, line in zip(parsed, overrides):
-        try:
-            values = [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()] \
-                if override.is_sweep_override() else [line]
-        except Exception:  # a search space (interval, tag) is the sweeper's to sample: check the rest
-            values = []
-        options.append(values or [None])
-    if math.prod(len(o) for o in options) <= MAX_CHECKED_JOBS:
-        return [[o for o in job if o is not None] for job in itertools.product(*options)]
-    first = [o[0] for o in options]
-    return [[o for o in first[:i] + [value] + first[i + 1:] if o is not None]
-            for i, values in enumerate(options) for value in values]
-
-
 def check_command_line(argv: list[str]) -> None:
-    """Every check that can be made before Hydra creates anything, for every job of the command line."""
+    """Every check of a single run that can be made before Hydra creates anything (a sweep's jobs are checked
+    when it starts: coordexp.sweep.check_sweep, which sees its sweeper's params too)."""
     parsed = command_line_overrides(argv)
-    if parsed is None:
+    if parsed is None or parsed[1]:
         return
-    overrides, multirun = parsed
-    for job in job_overrides(overrides, multirun):
-        cfg = compose_config(*job, hydra_node=True)
-        run = resumed_config(cfg, job) if cfg.resume is not None else cfg
-        if cfg.resume is None and not multirun:
-            check_writable(cfg.hydra.run.dir)
-        if run.device == "cuda":
-            from coordexp.runtime import resolve_device  # torch: only to ask it for CUDA
-            resolve_device(run.device)
-    if multirun:
-        check_writable(cfg.hydra.sweep.dir, key="hydra.sweep.dir")
+    cfg = compose_config(*parsed[0], hydra_node=True)
+    run = resumed_config(cfg, parsed[0]) if cfg.resume is not None else cfg
+    if cfg.resume is None:
+        check_writable(cfg.hydra.run.dir)
+    if run.device == "cuda":
+        from coordexp.runtime import resolve_device  # torch: only to ask it for CUDA
+        resolve_device(run.device)
 
 
 def exit_on_bad_command_line(argv: list[str]) -> None:
@@ -163,3 +144,58 @@ def exit_on_bad_command_line(argv: list[str]) -> None:
     except ConfigError as error:
         print(f"coordexp: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+# ---- resume ---------------------------------------------------------------------------------------------
+
+# What a resumed run may change: how it runs, never what it computes (trainer.epochs extends it).
+RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", "trainer.checkpoint_every",
+             "trainer.progress", "trainer.plots", "trainer.plot_examples", "trainer.keep_freed_memory", "device")
+
+def checkpoint_config(run_dir: Path) -> dict:
+    """The config saved in the checkpoint of `run_dir` (ConfigError when there is none or it is damaged)."""
+    from coordexp.rundir import CHECKPOINT, load_checkpoint
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"resume={str(run_dir)!r} is invalid: no checkpoint.pt there; valid: the run "
+                          "directory of an earlier coordexp.train run (it holds metrics.json and a checkpoint)")
+    try:
+        return load_checkpoint(path)["config"]
+    except Exception as error:
+        raise ConfigError(f"resume={str(run_dir)!r} is invalid: its checkpoint.pt cannot be read "
+                          f"({type(error).__name__}: {error})") from None
+
+
+def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config saved in the checkpoint of run directory `cfg.resume`, with the allowed overrides applied.
+
+    Overrides that would change the experiment (task, split, model, data, optimizer, ...) are refused.
+    """
+    saved = OmegaConf.create(checkpoint_config(Path(cfg.resume)))
+    for override, name in zip(overrides, override_keys(overrides)):
+        if name == "resume" or name.startswith("hydra."):
+            if name == "hydra.run.dir":
+                raise ConfigError(f"{override!r} is invalid with resume: a resumed run continues in its own "
+                                  f"directory {cfg.resume}")
+            continue
+        if name not in RESUMABLE:
+            raise ConfigError(f"{override!r} is refused with resume={cfg.resume}: it would change the experiment; "
+                              f"a resumed run may change only {', '.join(RESUMABLE)}")
+        OmegaConf.update(saved, name, OmegaConf.select(cfg, name))
+    saved.resume = cfg.resume
+    check_writable(cfg.resume, key="resume")
+    return saved
+
+
+def check_writable(path: str | Path, key: str = "hydra.run.dir") -> None:
+    """Raise ConfigError unless a directory can be made (or written) at `path`, set by `key` (nothing is created)."""
+    parent = Path(path).absolute()
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a directory")
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as error:
+        raise ConfigError(f"{key}={str(path)!r} is invalid: cannot write there ({error}); "
+                          f"choose another with {key}=DIR") from None

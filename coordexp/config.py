@@ -7,27 +7,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import hydra.utils
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-
-
-def _config_dir() -> str:
-    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
-    package = Path(__file__).resolve().parent
-    installed = package / "configs"
-    return str(installed if (installed / "config.yaml").is_file() else package.parent / "configs")
-
-
-CONFIG_DIR = _config_dir()
-CHECKPOINT = "checkpoint.pt"
 
 
 class ConfigError(ValueError):
@@ -244,9 +231,6 @@ for _group, _options in SCHEMAS.items():
     for _option, _node in _options.items():
         _store.store(group=f"schema/{_group}", name=_option, node=_node)
 
-# What a resumed run may change: how it runs, never what it computes (trainer.epochs extends it).
-RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", "trainer.checkpoint_every",
-             "trainer.progress", "trainer.plots", "trainer.plot_examples", "trainer.keep_freed_memory", "device")
 # Keys that only mean something alongside another setting: (key, setting key, the value it needs).
 ONLY_WITH = [
     ("data.test_fraction", "split.name", "uniform"),
@@ -264,9 +248,6 @@ ONLY_WITH = [
 ]
 FAMILIES_WITH_COORDS = ("coordconv", "coordmlp")
 
-# `resume=DIR` runs in DIR and leaves its saved .hydra/ config as it is.
-OmegaConf.register_new_resolver("coordexp_run_dir", lambda resume, default: resume or default, replace=True)
-OmegaConf.register_new_resolver("coordexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
 # ---- checks --------------------------------------------------------------------------------------------
@@ -344,54 +325,3 @@ def _shown(value: Any) -> Any:
 def override_keys(overrides: list[str]) -> list[str]:
     """The keys of command-line overrides ("+a.b=1" -> "a.b"; group choices "model=conv" -> "model")."""
     return [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-
-
-# ---- resume and the run directory ----------------------------------------------------------------------
-
-def saved_config(run_dir: Path) -> dict:
-    """The config saved in the checkpoint of `run_dir` (ConfigError when there is none or it is damaged)."""
-    from coordexp.checkpoint import load_checkpoint  # torch: only when resuming
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise ConfigError(f"resume={str(run_dir)!r} is invalid: no {CHECKPOINT} there; valid: the run "
-                          "directory of an earlier coordexp.train run (it holds metrics.json and a checkpoint)")
-    try:
-        return load_checkpoint(path)["config"]
-    except Exception as error:
-        raise ConfigError(f"resume={str(run_dir)!r} is invalid: its {CHECKPOINT} cannot be read "
-                          f"({type(error).__name__}: {error})") from None
-
-
-def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The config saved in the checkpoint of run directory `cfg.resume`, with the allowed overrides applied.
-
-    Overrides that would change the experiment (task, split, model, data, optimizer, ...) are refused.
-    """
-    saved = OmegaConf.create(saved_config(Path(cfg.resume)))
-    for override, name in zip(overrides, override_keys(overrides)):
-        if name == "resume" or name.startswith("hydra."):
-            if name == "hydra.run.dir":
-                raise ConfigError(f"{override!r} is invalid with resume: a resumed run continues in its own "
-                                  f"directory {cfg.resume}")
-            continue
-        if name not in RESUMABLE:
-            raise ConfigError(f"{override!r} is refused with resume={cfg.resume}: it would change the experiment; "
-                              f"a resumed run may change only {', '.join(RESUMABLE)}")
-        OmegaConf.update(saved, name, OmegaConf.select(cfg, name))
-    saved.resume = cfg.resume
-    check_writable(cfg.resume, key="resume")
-    return saved
-
-
-def check_writable(path: str | Path, key: str = "hydra.run.dir") -> None:
-    """Raise ConfigError unless a directory can be made (or written) at `path`, set by `key` (nothing is created)."""
-    parent = Path(path).absolute()
-    while not parent.exists():
-        parent = parent.parent
-    try:
-        if not parent.is_dir():
-            raise NotADirectoryError(f"{parent} is not a directory")
-        tempfile.TemporaryFile(dir=parent).close()
-    except OSError as error:
-        raise ConfigError(f"{key}={str(path)!r} is invalid: cannot write there ({error}); "
-                          f"choose another with {key}=DIR") from None

@@ -56,14 +56,14 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
     assert "\n" not in str(error.value)
 
 
-def test_a_sweep_is_checked_job_by_job_before_anything_runs(tmp_path):
-    from coordexp.compose import check_command_line, job_overrides
-    assert job_overrides(["model=conv,mlp", "seed=0,1,2"], multirun=True)[-1] == ["model=mlp", "seed=2"]
-    assert len(job_overrides(["model=conv,mlp", "seed=0,1,2"], multirun=True)) == 6
-    assert job_overrides(["model=conv,mlp"], multirun=False) == [["model=conv,mlp"]]
+def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path):
+    from coordexp.compose import check_command_line
+    run_dir = tmp_path / "run"
     with pytest.raises(ConfigError, match="model=foo is invalid"):
-        check_command_line(["-m", "model=conv,foo", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-    # a combination that is only wrong together: MLPs have no filter size
-    with pytest.raises(ConfigError, match="model.fs"):
-        check_command_line(["-m", "model=conv,mlp", "model.fs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-    assert not (tmp_path / "sweep").exists()
+        check_command_line(["model=foo", f"hydra.run.dir={run_dir}"])
+    with pytest.raises(ConfigError, match="not in struct"):
+        check_command_line(["model=mlp", "+model.foo=1", f"hydra.run.dir={run_dir}"])
+    check_command_line(["--help", "model=foo"])  # Hydra's own flags: nothing of ours to check
+    check_command_line(["-m", "model=conv,foo"])  # a sweep is checked when it starts (coordexp.sweep.check_sweep)
+    check_command_line([f"hydra.run.dir={run_dir}", "debug=fast"])
+    assert not run_dir.exists()
