@@ -10,7 +10,7 @@ import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from coordexp.checkpoint import CHECKPOINT, load_checkpoint
+from coordexp.rundir import CHECKPOINT, load_checkpoint
 from coordexp.data import SPLITS
 from coordexp.loop import PRECISIONS
 from coordexp.models import CENTRE_MAPS, FAMILIES, REGRESSORS
@@ -33,10 +33,6 @@ ONLY_WITH = [
     ("model.centre_map", "task.name", "rendering"),
 ]
 _ABSENT = object()
-
-# `resume=DIR` runs in DIR and leaves its saved .hydra/ config as it is.
-OmegaConf.register_new_resolver("coordexp_run_dir", lambda resume, default: resume or default, replace=True)
-OmegaConf.register_new_resolver("coordexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
 class ConfigError(ValueError):

@@ -8,6 +8,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from coordexp.config import ConfigError, check_overrides, check_writable, resolve_device, resumed_config, validate
+from coordexp.rundir import RunDirError, claim_run
 
 
 def check_run(config: DictConfig) -> None:
@@ -29,7 +30,8 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_run(config)
-        except ConfigError as error:
+            claim_run(config)  # coordexp.rundir: hold the run directory before Hydra writes into it
+        except (ConfigError, RunDirError) as error:
             print(f"coordexp: error: {error}", file=sys.stderr)
             sys.exit(2)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from coordexp.aggregate import read_job, train_test_figure
-from coordexp.files import atomic_write
+from coordexp.rundir import atomic_write
 from coordexp.plots import save_figure
 from coordexp.train import compose_config
 
