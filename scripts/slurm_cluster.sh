@@ -114,6 +114,7 @@ DefMemPerCPU=$((memory / cpus))
 EnforcePartLimits=ALL
 # a requeued job restarts within seconds instead of after the default 120 s credential lifetime
 AuthInfo=cred_expire=10
+SchedulerParameters=sched_interval=5
 KillWait=10
 ReturnToService=2
 MailProg=/bin/true
