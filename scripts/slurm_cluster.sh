@@ -45,6 +45,9 @@ our_pid() {
     return 1
 }
 
+# Has process $1 ended (a zombie that no one reaped yet counts as ended)?
+gone() { [[ ! -e /proc/$1 ]] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
 # Does daemon $1 answer, whoever started it?
 answers() {
     case $1 in
@@ -167,7 +170,7 @@ down() {
         pid=$(our_pid "$name") || continue
         say "stopping $name ($pid)"
         kill -TERM "$pid" 2>/dev/null || true
-        wait_for 30 bash -c "! kill -0 $pid" || { say "$name ($pid) ignored SIGTERM for 30 s; killing it"; kill -KILL "$pid" || true; }
+        wait_for 30 gone "$pid" || { say "$name ($pid) ignored SIGTERM for 30 s; killing it"; kill -KILL "$pid" || true; }
         rm -f "$STATE_DIR/$name.pid"
     done
     say "down"
