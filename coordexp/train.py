@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import signal
 import sys
@@ -165,6 +166,12 @@ def start(cfg: DictConfig, run_dir: Path, resume: bool, stop: StopRequest) -> di
         claim.release()
 
 
+def failed_job_value(cfg: DictConfig) -> float:
+    """What a sweep job that did not complete returns to the sweeper: the worst value of the headline metric,
+    so that a search counts it as its worst trial (Optuna 2 ends a whole search on a NaN)."""
+    return -math.inf if build_task(cfg.task, cfg.data).higher_is_better else math.inf
+
+
 def exit_with(code: int, message: str) -> None:
     """End a single run with `message` on stderr and exit status `code`."""
     logging.shutdown()
@@ -178,7 +185,8 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return run_sweep_job(run_dir, Path(hydra_cfg.sweep.dir), lambda stop: start(cfg, run_dir, False, stop))
+        value = run_sweep_job(run_dir, Path(hydra_cfg.sweep.dir), lambda stop: start(cfg, run_dir, False, stop))
+        return failed_job_value(cfg) if math.isnan(value) else value
     resume = cfg.resume is not None
     stop = StopRequest()
     try:

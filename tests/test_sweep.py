@@ -98,7 +98,7 @@ def test_slurm_launcher_composes_with_its_defaults():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.partition, launcher.cpus_per_task) == ("gpu", 4)
+    assert (launcher.partition, launcher.cpus_per_task, launcher.max_num_timeout) == ("gpu", 2, 3)
 
 
 # --- aggregation of any folder of runs -----------------------------------------------------------------
