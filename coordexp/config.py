@@ -1,7 +1,5 @@
-"""The config: its schema (structure, types, choices and ranges, declared once as dataclasses in Hydra's
-ConfigStore), its composition, and its checks. Values and their comments live in configs/*.yaml; every
-error names the key, the bad value and what is allowed, and is raised before any work starts.
-"""
+"""The config's schema: the structure, type, choices and range of every key, declared once as dataclasses in Hydra's
+ConfigStore (the values and their comments live in configs/*.yaml), and its checks, the rules between keys included."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +21,6 @@ class ConfigError(ValueError):
 
 class Choice(str, Enum):
     """A config choice: a plain string everywhere (comparisons, JSON, f-strings), checked by OmegaConf."""
-
     __str__ = lambda self: self.value  # noqa: E731
     __format__ = lambda self, spec: format(self.value, spec)  # noqa: E731
 
@@ -46,42 +43,27 @@ Regressor = choice("Regressor", "uniform", "quarter")
 CentreMap = choice("CentreMap", "density", "softmax")
 
 
-# ---- range checks: each returns None when the value is allowed, else what is allowed -------------------
+def bounded(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False,
+            high_open: bool = False) -> Callable[[Any], str | None]:
+    """A range check: None for a finite number (an integer if `integer`) within the bounds, else what is allowed."""
+    bounds = f"{'(' if low_open else '['}{low}, {'inf' if high == math.inf else high}{')' if high_open else ']'}"
+    allowed = f"must be an integer {f'>= {low}' if high == math.inf else 'in ' + bounds}" if integer \
+        else f"must be a finite number in {bounds}"
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-def integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    return lambda v: None if _is_int(v) and v >= low and (high is None or v <= high) else f"must be {allowed}"
-
-
-def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    allowed = f"a finite number in {left}{low}, {'inf' if high is None else high}{right}"
-
-    def check(v):
-        ok = _is_number(v) and (v > low if low_open else v >= low)
-        ok = ok and (high is None or (v < high if high_open else v <= high))
-        return None if ok else f"must be {allowed}"
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return None if ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high) \
+            else allowed
     return check
 
 
-def text(v: Any) -> str | None:
-    return None if isinstance(v, str) and v else "must be a directory path"
-
-
 def power_of_two(v: Any) -> str | None:
-    ok = _is_int(v) and 16 <= v <= 256 and v & (v - 1) == 0
+    ok = bounded(16, 256, integer=True)(v) is None and v & (v - 1) == 0
     return None if ok else "must be a power of two from 16 to 256"
 
 
 def betas(v: Any) -> str | None:
-    ok = len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
+    ok = len(v) == 2 and all(bounded(0, 1, high_open=True)(b) is None for b in v)
     return None if ok else "must be two numbers in [0, 1)"
 
 
@@ -95,8 +77,6 @@ def optional_key(check: Callable[[Any], str | None]) -> Any:
     return field(default=None, metadata={"check": lambda v: None if v is None else check(v) and check(v) + " or null"})
 
 
-# ---- the schema ----------------------------------------------------------------------------------------
-
 @dataclass
 class Classification:
     name: str = key()
@@ -106,7 +86,7 @@ class Classification:
 @dataclass
 class Regression:
     name: str = key()
-    onehot_scale: float = key(number(0, low_open=True))
+    onehot_scale: float = key(bounded(0, low_open=True))
 
 
 @dataclass
@@ -126,7 +106,7 @@ class Model:
 
     name: str = key()
     with_r: bool = key()
-    r_center: float = key(number(-1, 1))
+    r_center: float = key(bounded(-1, 1))
     init: Init = key()
     l2_scope: L2Scope = key()
     fast: bool = key()
@@ -134,38 +114,36 @@ class Model:
 
 @dataclass
 class Conv(Model):
-    mul: int = key(integer(1))
-    fs: int = key(integer(1))
+    mul: int = key(bounded(1, integer=True))
+    fs: int = key(bounded(1, integer=True))
     regressor: Regressor = key()
 
 
 @dataclass
 class CoordConv(Model):
-    mul: int = key(integer(1))
-    fs: int = key(integer(1))
+    mul: int = key(bounded(1, integer=True))
+    fs: int = key(bounded(1, integer=True))
     centre_map: CentreMap = key()
     painter_width: PainterWidth = key()
 
 
 @dataclass
 class MLP(Model):
-    hidden: int = key(integer(1))
-    depth: int = key(integer(1))
+    hidden: int = key(bounded(1, integer=True))
+    depth: int = key(bounded(1, integer=True))
 
 
 @dataclass
 class OptimizerArgs:
-    """Types and ranges of the optimizer arguments coordexp's configs use. Which keys an optimizer takes is
-    its class's own signature (a recipe for Adam sets betas; `~optimizer.betas` drops it for SGD), so this
-    node is checked after composition rather than typed during it."""
-
+    """Types and ranges of the optimizer arguments; which keys an optimizer takes is its class's signature (checked
+    after composition: `~optimizer.betas` drops a recipe's Adam betas for SGD)."""
     _target_: str = key()
-    lr: float = key(number(0, low_open=True))
-    weight_decay: float = key(number(0))
+    lr: float = key(bounded(0, low_open=True))
+    weight_decay: float = key(bounded(0))
     betas: Any = key(betas)
-    eps: float = key(number(0, low_open=True))
-    momentum: float = key(number(0, 1, high_open=True))
-    alpha: float = key(number(0, 1))
+    eps: float = key(bounded(0, low_open=True))
+    momentum: float = key(bounded(0, 1, high_open=True))
+    alpha: float = key(bounded(0, 1))
     nesterov: bool = key()
     fused: bool = key()
 
@@ -173,44 +151,44 @@ class OptimizerArgs:
 @dataclass
 class Data:
     canvas: int = key(power_of_two)
-    square: int = key(integer(1))
-    square_value: float = key(number(0, 1, low_open=True))
+    square: int = key(bounded(1, integer=True))
+    square_value: float = key(bounded(0, 1, low_open=True))
     uniform_split: UniformSplit = key()
-    test_fraction: float = key(number(0, 1, low_open=True, high_open=True))
-    split_seed: int = key(integer(0))
+    test_fraction: float = key(bounded(0, 1, low_open=True, high_open=True))
+    split_seed: int = key(bounded(0, integer=True))
 
 
 @dataclass
 class Schedule:
     name: ScheduleName = key()
-    every: int = key(integer(1))
-    gamma: float = key(number(0, 1, low_open=True))
-    max_decays: Optional[int] = optional_key(integer(0))
-    final_factor: float = key(number(0, 1))
+    every: int = key(bounded(1, integer=True))
+    gamma: float = key(bounded(0, 1, low_open=True))
+    max_decays: Optional[int] = optional_key(bounded(0, integer=True))
+    final_factor: float = key(bounded(0, 1))
 
 
 @dataclass
 class Trainer:
-    epochs: int = key(integer(1))
-    batch_size: int = key(integer(1))
-    max_steps_per_epoch: Optional[int] = optional_key(integer(1))
-    eval_every: int = key(integer(1))
-    eval_batch_size: int = key(integer(1))
-    checkpoint_every: int = key(integer(1))
+    epochs: int = key(bounded(1, integer=True))
+    batch_size: int = key(bounded(1, integer=True))
+    max_steps_per_epoch: Optional[int] = optional_key(bounded(1, integer=True))
+    eval_every: int = key(bounded(1, integer=True))
+    eval_batch_size: int = key(bounded(1, integer=True))
+    checkpoint_every: int = key(bounded(1, integer=True))
     deterministic: bool = key()
     precision: Precision = key()
-    target: Optional[float] = optional_key(number(0))
+    target: Optional[float] = optional_key(bounded(0))
     keep_freed_memory: bool = key()
     progress: bool = key()
     plots: bool = key()
-    plot_examples: int = key(integer(0, 16))
+    plot_examples: int = key(bounded(0, 16, integer=True))
 
 
 @dataclass
 class Config:
-    seed: int = key(integer(0))
+    seed: int = key(bounded(0, integer=True))
     device: Device = key()
-    resume: Optional[str] = optional_key(text)
+    resume: Optional[str] = None
     task: Any = MISSING
     split: Split = MISSING
     model: Any = MISSING
@@ -232,25 +210,14 @@ for _group, _options in SCHEMAS.items():
         _store.store(group=f"schema/{_group}", name=_option, node=_node)
 
 # Keys that only mean something alongside another setting: (key, setting key, the value it needs).
-ONLY_WITH = [
-    ("data.test_fraction", "split.name", "uniform"),
-    ("data.split_seed", "split.name", "uniform"),
-    ("data.uniform_split", "split.name", "uniform"),
-    ("data.test_fraction", "data.uniform_split", "fraction"),
-    ("data.split_seed", "data.uniform_split", "fraction"),
-    ("schedule.every", "schedule.name", "step"),
-    ("schedule.gamma", "schedule.name", "step"),
-    ("schedule.max_decays", "schedule.name", "step"),
-    ("schedule.final_factor", "schedule.name", "cosine"),
-    ("model.r_center", "model.with_r", True),
-    ("model.centre_map", "task.name", "rendering"),
-    ("model.painter_width", "task.name", "rendering"),
-]
-FAMILIES_WITH_COORDS = ("coordconv", "coordmlp")
+ONLY_WITH = [(key, setting, needed) for setting, needed, keys in (
+    ("split.name", "uniform", ("data.test_fraction", "data.split_seed", "data.uniform_split")),
+    ("data.uniform_split", "fraction", ("data.test_fraction", "data.split_seed")),
+    ("schedule.name", "step", ("schedule.every", "schedule.gamma", "schedule.max_decays")),
+    ("schedule.name", "cosine", ("schedule.final_factor",)),
+    ("model.with_r", True, ("model.r_center",)),
+    ("task.name", "rendering", ("model.centre_map", "model.painter_width"))) for key in keys]
 
-
-
-# ---- checks --------------------------------------------------------------------------------------------
 
 def _check_node(node: DictConfig, prefix: str, schema: type | None, typed: dict) -> None:
     """Every key of `node` is a field of its schema (a `+key=` append gets past Hydra) and passes its check."""
@@ -302,24 +269,19 @@ def _check_rules(cfg: DictConfig, overrides: list[str]) -> None:
     if cfg.optimizer.get("nesterov", False) and not cfg.optimizer.momentum > 0:
         raise ConfigError(f"optimizer.nesterov=true is invalid with optimizer.momentum={cfg.optimizer.momentum}: "
                           "Nesterov momentum needs optimizer.momentum > 0")
-    if cfg.model.with_r and cfg.model.name not in FAMILIES_WITH_COORDS:
+    if cfg.model.with_r and cfg.model.name not in ("coordconv", "coordmlp"):
         raise ConfigError(f"model.with_r=true is invalid with model={cfg.model.name}: it has no coordinate "
-                          f"channels; valid with model={' or model='.join(FAMILIES_WITH_COORDS)}")
+                          "channels; valid with model=coordconv or model=coordmlp")
     side = cfg.data.canvas - cfg.data.square + 1  # every centre on the canvas bounds the training set
     if cfg.trainer.batch_size > side * side:
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is invalid: larger than the training set")
-    keys = override_keys(overrides)
+    keys, shown = override_keys(overrides), lambda v: str(v) if isinstance(v, Choice) else v  # a choice as typed
     for name, setting, needed in ONLY_WITH:
         if name in keys and OmegaConf.select(cfg, setting) != needed:
             value = "true" if needed is True else needed
-            raise ConfigError(f"{name}={_shown(OmegaConf.select(cfg, name))!r} has no effect with "
-                              f"{setting}={_shown(OmegaConf.select(cfg, setting))!r}: it applies only with "
+            raise ConfigError(f"{name}={shown(OmegaConf.select(cfg, name))!r} has no effect with "
+                              f"{setting}={shown(OmegaConf.select(cfg, setting))!r}: it applies only with "
                               f"{setting}={value}")
-
-
-def _shown(value: Any) -> Any:
-    """A config value as the user wrote it (a choice as its plain string)."""
-    return str(value) if isinstance(value, Choice) else value
 
 
 def override_keys(overrides: list[str]) -> list[str]:
