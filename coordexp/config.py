@@ -103,7 +103,6 @@ class Split:
 @dataclass
 class Model:
     """Keys every model family has (with_r and r_center are unused by conv and mlp)."""
-
     name: str = key()
     with_r: bool = key()
     r_center: float = key(bounded(-1, 1))
