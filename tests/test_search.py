@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from coordexp.config import validate
+from coordexp.config import check
 from coordexp.train import CONFIG_DIR
 from conftest import make_cfg
 
@@ -28,7 +28,7 @@ def test_a_search_maximises_the_test_metric_over_the_paper_deconv_space(name):
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert set(sweeper.params) == SPACE | ({"task.loss"} if name.startswith("rendering") else set())
     assert cfg.model.name == "conv" and cfg.task.name == name.split("_")[0]
-    validate(make_cfg(f"search={name}"))
+    check(make_cfg(f"search={name}"))
 
 
 def test_a_tiny_search_runs_its_trials_and_aggregates_like_a_sweep(tmp_path):
