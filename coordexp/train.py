@@ -1,6 +1,8 @@
 """The entry point: `python -m coordexp.train task=... split=... model=... [key=value ...]`.
 
-`main` is the Hydra wrapper; `train(cfg, run_dir)` does the work and returns the metrics it wrote.
+`main` is the Hydra wrapper; `start` applies the run directory's rules (coordexp.rundir: train afresh,
+continue, or report a run that already ended); `train(cfg, run_dir)` does the work and returns the
+metrics it wrote.
 """
 from __future__ import annotations
 
