@@ -13,8 +13,11 @@ from typing import Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+try:  # Hydra imports every plugin module: without the `sweep` extra there is no submitit launcher to extend
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+except ImportError:
+    SubmititSlurmLauncher = object  # then this is no launcher, and hydra/launcher=slurm says it cannot load it
 from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
