@@ -18,11 +18,12 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from coordexp.files import atomic_write
 from coordexp.models import FAMILIES
 from coordexp.plots import save_figure
+from coordexp.rundir import atomic_write
 
 MISSING = "missing"  # a job directory (it has .hydra/) without metrics.json: still running, killed or cut short
+UNREADABLE = "unreadable"  # a metrics.json that is not a JSON object with a status: damaged or truncated
 COLUMNS = ["job", "status", "task", "split", "model", "overrides", "params", "seed", "epochs", "wall_seconds",
            "headline"]  # then train_<metric> and test_<metric> columns, then error
 
@@ -41,19 +42,45 @@ def find_jobs(root: Path) -> list[Path]:
 
 def read_job(job_dir: Path, root: Path) -> dict:
     """One summary row: the job's overrides, identity and status, and its final metrics when it has them."""
-    metrics_file, hydra_dir = job_dir / "metrics.json", job_dir / ".hydra"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"status": MISSING}
-    config = OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").exists() else None
-    overrides = OmegaConf.load(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").exists() else []
-    row = {"job": job_dir.relative_to(root).as_posix(), "status": metrics["status"], "overrides": " ".join(overrides)}
+    hydra_dir = job_dir / ".hydra"
+    metrics = job_metrics(job_dir / "metrics.json")
+    config = read_yaml(hydra_dir / "config.yaml", None)
+    overrides = read_yaml(hydra_dir / "overrides.yaml", [])
+    overrides = " ".join(map(str, overrides)) if isinstance(overrides, list) else ""
+    row = {"job": job_dir.relative_to(root).as_posix(), "status": metrics["status"], "overrides": overrides}
     for key in ("task", "split", "model"):  # a job that failed early names them only in its config
-        row[key] = metrics.get(key, OmegaConf.select(config, f"{key}.name") if config is not None else None)
+        group = config.get(key) if isinstance(config, dict) else None
+        row[key] = metrics.get(key, group.get("name") if isinstance(group, dict) else None)
     for key in ("params", "seed", "epochs", "wall_seconds", "headline"):
         row[key] = metrics.get(key)
     for part in ("train", "test"):
-        row.update({f"{part}_{name}": value for name, value in metrics.get(part, {}).items()})
+        values = metrics.get(part)
+        row.update({f"{part}_{name}": value for name, value in values.items()} if isinstance(values, dict) else {})
     row["error"] = metrics.get("error")
     return row
+
+
+def job_metrics(path: Path) -> dict:
+    """A job's metrics.json; {"status": "missing"} when there is none, {"status": "unreadable", "error": why} when
+    it is not a JSON object with a status (truncated by a full disk, edited, another program's)."""
+    if not path.exists():
+        return {"status": MISSING}
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return {"status": UNREADABLE, "error": f"{path.name}: {type(error).__name__}: {error}"}
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("status"), str):
+        what = "has no status" if isinstance(metrics, dict) else f"is a JSON {type(metrics).__name__}, not an object"
+        return {"status": UNREADABLE, "error": f"{path.name} {what}"}
+    return metrics
+
+
+def read_yaml(path: Path, default):
+    """A YAML file of .hydra/ as plain values; `default` when it is missing or damaged."""
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else default
+    except Exception:  # damaged: the row still shows what metrics.json says
+        return default
 
 
 def describe(rows: list[dict]) -> str:
@@ -99,11 +126,16 @@ def markdown_text(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plottable(row: dict) -> bool:
+    """Whether the row has a number for its train and test headline metric (a damaged file may not)."""
+    return all(isinstance(row.get(f"{part}_{row['headline']}"), (int, float)) for part in ("train", "test"))
+
+
 def train_test_figure(rows: list[dict]) -> Figure:
     """Final train against test headline metric, one point per completed job, coloured by model, one panel per
     (task, split): the paper's Figure 2a / 4a. The dashed diagonal is test = train: distance from it is the
     generalisation gap."""
-    done = [row for row in rows if row["status"] == "completed"]
+    done = [row for row in rows if row["status"] == "completed" and plottable(row)]
     panels = sorted({(row["task"], row["split"]) for row in done})
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4.6), squeeze=False)
     if not panels:

@@ -1,248 +1,288 @@
-"""Checks on a composed config before any work starts: each error names the key, the value and what is allowed."""
+"""The config's schema: the structure, type, choices and range of every key, declared once as dataclasses in Hydra's
+ConfigStore (the values and their comments live in configs/*.yaml), and its checks, the rules between keys included."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import tempfile
-from pathlib import Path
-from typing import Any, Callable
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Optional
 
 import hydra.utils
-import torch
-from omegaconf import DictConfig, OmegaConf
-
-from coordexp.checkpoint import CHECKPOINT, load_checkpoint
-from coordexp.data import SPLITS
-from coordexp.loop import PRECISIONS
-from coordexp.models import CENTRE_MAPS, FAMILIES, REGRESSORS
-from coordexp.optim import SCHEDULES
-from coordexp.tasks import INPUT_COORDS, RENDER_LOSSES, TASKS
-
-DEVICES = ("auto", "cpu", "cuda")
-FAMILIES_WITH_COORDS = ("coordconv", "coordmlp")
-# What a resumed run may change: how it runs, never what it computes (trainer.epochs extends it).
-RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", "trainer.checkpoint_every",
-             "trainer.progress", "trainer.plots", "trainer.plot_examples", "trainer.keep_freed_memory", "device")
-# Keys that only mean something alongside another setting: (key, setting key, the value it needs).
-ONLY_WITH = [
-    ("data.test_fraction", "split.name", "uniform"),
-    ("data.split_seed", "split.name", "uniform"),
-    ("schedule.every", "schedule.name", "step"),
-    ("schedule.gamma", "schedule.name", "step"),
-    ("schedule.final_factor", "schedule.name", "cosine"),
-    ("model.r_center", "model.with_r", True),
-    ("model.centre_map", "task.name", "rendering"),
-]
-_ABSENT = object()
-
-# `resume=DIR` runs in DIR and leaves its saved .hydra/ config as it is.
-OmegaConf.register_new_resolver("coordexp_run_dir", lambda resume, default: resume or default, replace=True)
-OmegaConf.register_new_resolver("coordexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
     """A user error in the configuration; the message is meant to be shown as it is."""
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+class Choice(str, Enum):
+    """A config choice: a plain string everywhere (comparisons, JSON, f-strings), checked by OmegaConf."""
+    __str__ = lambda self: self.value  # noqa: E731
+    __format__ = lambda self, spec: format(self.value, spec)  # noqa: E731
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def choice(name: str, *values: str) -> type[Choice]:
+    return Choice(name, [(v, v) for v in values], module=__name__, qualname=name)
 
 
-def choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in options else f"valid choices: {', '.join(options)}"
+Device = choice("Device", "auto", "cpu", "cuda")  # auto: cuda when it is available, else cpu
+Precision = choice("Precision", "bf16", "fp32")
+ScheduleName = choice("ScheduleName", "constant", "step", "cosine")
+InputCoords = choice("InputCoords", "normalized", "pixels")
+RenderLoss = choice("RenderLoss", "bce", "mse", "mse_sigmoid")  # MSE of the logits (the authors'), of the sigmoid
+IoUTarget = choice("IoUTarget", "weighted", "binary")  # intersection weighted by the target (the authors') | target > 0
+Init = choice("Init", "authors", "torch")  # the authors' he_normal/glorot kernels, zero biases | PyTorch's defaults
+L2Scope = choice("L2Scope", "conv", "all")  # weight decay on conv kernels only (the authors') | on every kernel
+PainterWidth = choice("PainterWidth", "fixed", "scaled")  # the renderer's painter: 32/32/64/64 (authors) | x mul
+UniformSplit = choice("UniformSplit", "fraction", "authors")  # an exact held-out fraction | the authors' draw
+Regressor = choice("Regressor", "uniform", "quarter")
+CentreMap = choice("CentreMap", "density", "softmax")
 
 
-def integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    return lambda v: None if _is_int(v) and v >= low and (high is None or v <= high) else f"must be {allowed}"
+def bounded(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False,
+            high_open: bool = False) -> Callable[[Any], str | None]:
+    """A range check: None for a finite number (an integer if `integer`) within the bounds, else what is allowed."""
+    bounds = f"{'(' if low_open else '['}{low}, {'inf' if high == math.inf else high}{')' if high_open else ']'}"
+    allowed = f"must be an integer {f'>= {low}' if high == math.inf else 'in ' + bounds}" if integer \
+        else f"must be a finite number in {bounds}"
 
-
-def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    allowed = f"a number in {left}{low}, {'inf' if high is None else high}{right}"
-
-    def check(v):
-        ok = _is_number(v) and (v > low if low_open else v >= low)
-        ok = ok and (high is None or (v < high if high_open else v <= high))
-        return None if ok else f"must be {allowed}"
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return None if ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high) \
+            else allowed
     return check
 
 
-def optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    return lambda v: None if v is None else (check(v) and check(v) + " or null")
-
-
-def boolean(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "must be true or false"
-
-
-def text(v: Any) -> str | None:
-    return None if isinstance(v, str) and v else "must be a directory path"
-
-
 def power_of_two(v: Any) -> str | None:
-    ok = _is_int(v) and 16 <= v <= 256 and v & (v - 1) == 0
+    ok = bounded(16, 256, integer=True)(v) is None and v & (v - 1) == 0
     return None if ok else "must be a power of two from 16 to 256"
 
 
-# (key, check): keys absent from the composed config (e.g. task.loss outside rendering) are skipped
-RULES: list[tuple[str, Callable[[Any], str | None]]] = [
-    ("seed", integer(0)),
-    ("device", choice(DEVICES)),
-    ("resume", optional(text)),
-    ("task.name", choice(TASKS)),
-    ("task.input_coords", choice(INPUT_COORDS)),
-    ("task.loss", choice(RENDER_LOSSES)),
-    ("task.onehot_scale", number(0, low_open=True)),
-    ("split.name", choice(SPLITS)),
-    ("model.name", choice(FAMILIES)),
-    ("model.mul", integer(1)),
-    ("model.fs", integer(1)),
-    ("model.hidden", integer(1)),
-    ("model.depth", integer(1)),
-    ("model.regressor", choice(REGRESSORS)),
-    ("model.with_r", boolean),
-    ("model.r_center", number(-1, 1)),
-    ("model.fast", boolean),
-    ("model.centre_map", choice(CENTRE_MAPS)),
-    ("data.canvas", power_of_two),
-    ("data.square", integer(1)),
-    ("data.square_value", number(0, 1, low_open=True)),
-    ("data.test_fraction", number(0, 1, low_open=True, high_open=True)),
-    ("data.split_seed", integer(0)),
-    ("optimizer.lr", number(0, low_open=True)),
-    ("optimizer.weight_decay", number(0)),
-    ("optimizer.momentum", number(0, 1, high_open=True)),
-    ("optimizer.nesterov", boolean),
-    ("optimizer.fused", boolean),
-    ("optimizer.eps", number(0, low_open=True)),
-    ("optimizer.alpha", number(0, 1)),
-    ("schedule.name", choice(SCHEDULES)),
-    ("schedule.every", integer(1)),
-    ("schedule.gamma", number(0, 1, low_open=True)),
-    ("schedule.final_factor", number(0, 1)),
-    ("trainer.epochs", integer(1)),
-    ("trainer.batch_size", integer(1)),
-    ("trainer.max_steps_per_epoch", optional(integer(1))),
-    ("trainer.eval_every", integer(1)),
-    ("trainer.eval_batch_size", integer(1)),
-    ("trainer.precision", choice(PRECISIONS)),
-    ("trainer.target", optional(number(0))),
-    ("trainer.keep_freed_memory", boolean),
-    ("trainer.checkpoint_every", integer(1)),
-    ("trainer.deterministic", boolean),
-    ("trainer.progress", boolean),
-    ("trainer.plots", boolean),
-    ("trainer.plot_examples", integer(0, 16)),
-]
+def betas(v: Any) -> str | None:
+    ok = len(v) == 2 and all(bounded(0, 1, high_open=True)(b) is None for b in v)
+    return None if ok else "must be two numbers in [0, 1)"
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first bad value in `cfg`, naming the key, the value and what is allowed."""
-    for key, check in RULES:
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is _ABSENT:
+def key(check: Callable[[Any], str | None] | None = None) -> Any:
+    """A schema field: its value comes from the YAML (MISSING here), `check` bounds it beyond its type."""
+    return field(default=MISSING, metadata={"check": check} if check else {})
+
+
+def optional_key(check: Callable[[Any], str | None]) -> Any:
+    """A field that may be null; otherwise checked like `key`."""
+    return field(default=None, metadata={"check": lambda v: None if v is None else check(v) and check(v) + " or null"})
+
+
+@dataclass
+class Classification:
+    name: str = key()
+    input_coords: InputCoords = key()
+
+
+@dataclass
+class Regression:
+    name: str = key()
+    onehot_scale: float = key(bounded(0, low_open=True))
+
+
+@dataclass
+class Rendering(Classification):
+    loss: RenderLoss = key()
+    iou: IoUTarget = key()
+
+
+@dataclass
+class Split:
+    name: str = key()
+
+
+@dataclass
+class Model:
+    """Keys every model family has (with_r and r_center are unused by conv and mlp)."""
+    name: str = key()
+    with_r: bool = key()
+    r_center: float = key(bounded(-1, 1))
+    init: Init = key()
+    l2_scope: L2Scope = key()
+    fast: bool = key()
+
+
+@dataclass
+class Conv(Model):
+    mul: int = key(bounded(1, integer=True))
+    fs: int = key(bounded(1, integer=True))
+    regressor: Regressor = key()
+
+
+@dataclass
+class CoordConv(Model):
+    mul: int = key(bounded(1, integer=True))
+    fs: int = key(bounded(1, integer=True))
+    centre_map: CentreMap = key()
+    painter_width: PainterWidth = key()
+
+
+@dataclass
+class MLP(Model):
+    hidden: int = key(bounded(1, integer=True))
+    depth: int = key(bounded(1, integer=True))
+
+
+@dataclass
+class OptimizerArgs:
+    """Types and ranges of the optimizer arguments; which keys an optimizer takes is its class's signature (checked
+    after composition: `~optimizer.betas` drops a recipe's Adam betas for SGD)."""
+    _target_: str = key()
+    lr: float = key(bounded(0, low_open=True))
+    weight_decay: float = key(bounded(0))
+    betas: Any = key(betas)
+    eps: float = key(bounded(0, low_open=True))
+    momentum: float = key(bounded(0, 1, high_open=True))
+    alpha: float = key(bounded(0, 1))
+    nesterov: bool = key()
+    fused: bool = key()
+
+
+@dataclass
+class Data:
+    canvas: int = key(power_of_two)
+    square: int = key(bounded(1, integer=True))
+    square_value: float = key(bounded(0, 1, low_open=True))
+    uniform_split: UniformSplit = key()
+    test_fraction: float = key(bounded(0, 1, low_open=True, high_open=True))
+    split_seed: int = key(bounded(0, integer=True))
+
+
+@dataclass
+class Schedule:
+    name: ScheduleName = key()
+    every: int = key(bounded(1, integer=True))
+    gamma: float = key(bounded(0, 1, low_open=True))
+    max_decays: Optional[int] = optional_key(bounded(0, integer=True))
+    final_factor: float = key(bounded(0, 1))
+
+
+@dataclass
+class Trainer:
+    epochs: int = key(bounded(1, integer=True))
+    batch_size: int = key(bounded(1, integer=True))
+    max_steps_per_epoch: Optional[int] = optional_key(bounded(1, integer=True))
+    eval_every: int = key(bounded(1, integer=True))
+    eval_batch_size: int = key(bounded(1, integer=True))
+    checkpoint_every: int = key(bounded(1, integer=True))
+    deterministic: bool = key()
+    precision: Precision = key()
+    target: Optional[float] = optional_key(bounded(0))
+    keep_freed_memory: bool = key()
+    progress: bool = key()
+    plots: bool = key()
+    plot_examples: int = key(bounded(0, 16, integer=True))
+
+
+@dataclass
+class Config:
+    seed: int = key(bounded(0, integer=True))
+    device: Device = key()
+    resume: Optional[str] = None
+    task: Any = MISSING
+    split: Split = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    data: Data = MISSING
+    schedule: Schedule = MISSING
+    trainer: Trainer = MISSING
+
+
+# Each group option's YAML binds its schema in its defaults list: `- /schema/<group>/<option>@_here_`.
+SCHEMAS = {"task": {"classification": Classification, "regression": Regression, "rendering": Rendering},
+           "split": {"uniform": Split, "quarter": Split},
+           "model": {"conv": Conv, "coordconv": CoordConv, "mlp": MLP, "coordmlp": MLP}}
+TASKS, SPLITS, FAMILIES = (tuple(SCHEMAS[group]) for group in ("task", "split", "model"))
+_store = ConfigStore.instance()
+_store.store(name="schema", node=Config)
+for _group, _options in SCHEMAS.items():
+    for _option, _node in _options.items():
+        _store.store(group=f"schema/{_group}", name=_option, node=_node)
+
+# Keys that only mean something alongside another setting: (key, setting key, the value it needs).
+ONLY_WITH = [(key, setting, needed) for setting, needed, keys in (
+    ("split.name", "uniform", ("data.test_fraction", "data.split_seed", "data.uniform_split")),
+    ("data.uniform_split", "fraction", ("data.test_fraction", "data.split_seed")),
+    ("schedule.name", "step", ("schedule.every", "schedule.gamma", "schedule.max_decays")),
+    ("schedule.name", "cosine", ("schedule.final_factor",)),
+    ("model.with_r", True, ("model.r_center",)),
+    ("task.name", "rendering", ("model.centre_map", "model.painter_width"))) for key in keys]
+
+
+def _check_node(node: DictConfig, prefix: str, schema: type | None, typed: dict) -> None:
+    """Every key of `node` is a field of its schema (a `+key=` append gets past Hydra) and passes its check."""
+    fields = {f.name: f for f in dataclasses.fields(schema or OmegaConf.get_type(node))}
+    for name in node:
+        if name not in fields:
+            raise ConfigError(f"{prefix}{name} is not a config key (not in struct {prefix.rstrip('.') or 'config'}); "
+                              f"valid keys: {', '.join(fields)}")
+        if OmegaConf.is_missing(node, name):
+            raise ConfigError(f"{prefix}{name} is not set: give it a value ({prefix}{name}=...)")
+        value = node[name]
+        if isinstance(value, DictConfig):
+            _check_node(value, f"{prefix}{name}.", OptimizerArgs if name == "optimizer" and not prefix else None, typed)
             continue
-        problem = check(value)
+        value = list(value) if isinstance(value, ListConfig) else value
+        problem = fields[name].metadata.get("check", lambda v: None)(value)
         if problem:
-            raise ConfigError(f"{key}={value!r} is invalid: {problem}")
-    betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
-    if betas is not None and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
-        raise ConfigError(f"optimizer.betas={list(betas)!r} is invalid: must be two numbers in [0, 1)")
-    _check_optimizer_arguments(cfg.optimizer)
-    if cfg.data.square % 2 == 0 or cfg.data.square >= cfg.data.canvas:
-        raise ConfigError(f"data.square={cfg.data.square!r} is invalid: must be odd and smaller than "
-                          f"data.canvas={cfg.data.canvas}")
-    if OmegaConf.select(cfg, "optimizer.nesterov", default=False) and not cfg.optimizer.momentum > 0:
-        raise ConfigError(f"optimizer.nesterov=true is invalid with optimizer.momentum={cfg.optimizer.momentum}: "
-                          "Nesterov momentum needs optimizer.momentum > 0")
-    if cfg.model.with_r and cfg.model.name not in FAMILIES_WITH_COORDS:
-        raise ConfigError(f"model.with_r=true is invalid with model={cfg.model.name}: it has no coordinate "
-                          f"channels; valid with model={' or model='.join(FAMILIES_WITH_COORDS)}")
-    if cfg.trainer.batch_size > _train_size_bound(cfg):
-        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is invalid: larger than the training set")
+            raise ConfigError(f"{prefix}{name}={typed.get(prefix + name, value)!r} is invalid: {problem}")
 
 
-def _check_optimizer_arguments(optimizer: DictConfig) -> None:
-    """Every optimizer key must be an argument of its class (a recipe tuned for Adam sets betas, say)."""
-    target = optimizer.get("_target_")
+def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
+    """Raise ConfigError for the first bad value in a composed run config (ranges, then the rules between keys).
+
+    `overrides` are the command line's; an override of a key that has no effect with the rest is refused.
+    """
+    for group, options in SCHEMAS.items():  # a group's name is its option's: `task.name=foo` is no task
+        if options.get(cfg[group].name) is not OmegaConf.get_type(cfg[group]):
+            raise ConfigError(f"{group}.name={cfg[group].name!r} is invalid: valid choices: {', '.join(options)}")
+    typed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(overrides))
+             if not o.is_delete()}  # a bad value is shown as the command line wrote it (-1, not -1.0)
+    _check_node(cfg, "", Config, typed)
+    target = cfg.optimizer._target_  # which keys an optimizer takes is its class's own signature
     try:
         accepted = set(inspect.signature(hydra.utils.get_class(target)).parameters) - {"self", "params"}
     except Exception as error:  # an unimportable or misspelt class: say so instead of failing later
         raise ConfigError(f"optimizer._target_={target!r} is invalid: {error}") from None
-    for key in optimizer:
-        if key != "_target_" and key not in accepted:
-            raise ConfigError(f"optimizer.{key} is invalid with optimizer._target_={target}: it takes "
-                              f"{', '.join(sorted(accepted))}; drop it with ~optimizer.{key}")
+    for name in cfg.optimizer:
+        if name != "_target_" and name not in accepted:
+            raise ConfigError(f"optimizer.{name} is invalid with optimizer._target_={target}: it takes "
+                              f"{', '.join(sorted(accepted))}; drop it with ~optimizer.{name}")
+    _check_rules(cfg, overrides)
+
+
+def _check_rules(cfg: DictConfig, overrides: list[str]) -> None:
+    """The rules between keys, in one place."""
+    if cfg.data.square % 2 == 0 or cfg.data.square >= cfg.data.canvas:
+        raise ConfigError(f"data.square={cfg.data.square!r} is invalid: must be odd and smaller than "
+                          f"data.canvas={cfg.data.canvas}")
+    if cfg.optimizer.get("nesterov", False) and not cfg.optimizer.momentum > 0:
+        raise ConfigError(f"optimizer.nesterov=true is invalid with optimizer.momentum={cfg.optimizer.momentum}: "
+                          "Nesterov momentum needs optimizer.momentum > 0")
+    if cfg.model.with_r and cfg.model.name not in ("coordconv", "coordmlp"):
+        raise ConfigError(f"model.with_r=true is invalid with model={cfg.model.name}: it has no coordinate "
+                          "channels; valid with model=coordconv or model=coordmlp")
+    side = cfg.data.canvas - cfg.data.square + 1  # every centre on the canvas bounds the training set
+    if cfg.trainer.batch_size > side * side:
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is invalid: larger than the training set")
+    keys, shown = override_keys(overrides), lambda v: str(v) if isinstance(v, Choice) else v  # a choice as typed
+    for name, setting, needed in ONLY_WITH:
+        if name in keys and OmegaConf.select(cfg, setting) != needed:
+            value = "true" if needed is True else needed
+            raise ConfigError(f"{name}={shown(OmegaConf.select(cfg, name))!r} has no effect with "
+                              f"{setting}={shown(OmegaConf.select(cfg, setting))!r}: it applies only with "
+                              f"{setting}={value}")
 
 
 def override_keys(overrides: list[str]) -> list[str]:
     """The keys of command-line overrides ("+a.b=1" -> "a.b"; group choices "model=conv" -> "model")."""
     return [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-
-
-def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
-    """Refuse overrides that would have no effect with the rest of the config."""
-    keys = override_keys(overrides)
-    for key, setting, needed in ONLY_WITH:
-        if key in keys and OmegaConf.select(cfg, setting) != needed:
-            value = "true" if needed is True else needed
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} has no effect with "
-                              f"{setting}={OmegaConf.select(cfg, setting)!r}: it applies only with {setting}={value}")
-
-
-def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The config saved in the checkpoint of run directory `cfg.resume`, with the allowed overrides applied.
-
-    Overrides that would change the experiment (task, split, model, data, optimizer, ...) are refused.
-    """
-    run_dir = Path(cfg.resume)
-    if not (run_dir / CHECKPOINT).is_file():
-        raise ConfigError(f"resume={cfg.resume!r} is invalid: no {CHECKPOINT} there; valid: the run "
-                          "directory of an earlier coordexp.train run (it holds metrics.json and a checkpoint)")
-    saved = OmegaConf.create(load_checkpoint(run_dir / CHECKPOINT)["config"])
-    for override, key in zip(overrides, override_keys(overrides)):
-        if key == "resume" or key.startswith("hydra."):
-            if key == "hydra.run.dir":
-                raise ConfigError(f"{override!r} is invalid with resume: a resumed run continues in its own "
-                                  f"directory {cfg.resume}")
-            continue
-        if key not in RESUMABLE:
-            raise ConfigError(f"{override!r} is refused with resume={cfg.resume}: it would change the experiment; "
-                              f"a resumed run may change only {', '.join(RESUMABLE)}")
-        OmegaConf.update(saved, key, OmegaConf.select(cfg, key))
-    saved.resume = cfg.resume
-    return saved
-
-
-def check_writable(path: str | Path, key: str = "hydra.run.dir") -> None:
-    """Raise ConfigError unless a directory can be made at `path`, set by `key` (nothing is created)."""
-    parent = Path(path).absolute()
-    while not parent.exists():
-        parent = parent.parent
-    try:
-        if not parent.is_dir():
-            raise NotADirectoryError(f"{parent} is not a directory")
-        tempfile.TemporaryFile(dir=parent).close()
-    except OSError as error:
-        raise ConfigError(f"{key}={str(path)!r} is invalid: cannot write there ({error}); "
-                          f"choose another with {key}=DIR") from None
-
-
-def _train_size_bound(cfg: DictConfig) -> int:
-    """An upper bound on the number of training examples: every centre on the canvas."""
-    side = cfg.data.canvas - cfg.data.square + 1
-    return side * side
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda when it is available, else cpu; `cuda` without CUDA is a ConfigError."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' is invalid: CUDA is not available on this machine; "
-                          f"valid choices: {', '.join(DEVICES)} (auto falls back to cpu)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

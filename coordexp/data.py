@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
-SPLITS = ("uniform", "quarter")
+from coordexp.config import SPLITS
+
+# data/not_so_clevr_generator.py: np.random.seed(MAGIC_SEED_OF_WONDER), then random_split(pct=0.25) per example
+AUTHORS_SPLIT_SEED, AUTHORS_TEST_PROBABILITY = 20202, 0.25
 
 
 def square_centres(canvas: int, square: int) -> Tensor:
@@ -55,12 +60,24 @@ def uniform_test_mask(n: int, test_fraction: float, seed: int) -> Tensor:
     return mask
 
 
-def held_out_mask(split: str, centres: Tensor, canvas: int, test_fraction: float, seed: int) -> Tensor:
-    """The boolean test mask of `split` ("uniform" or "quarter") over `centres`."""
+def authors_test_mask(centres: Tensor) -> Tensor:
+    """Test set of the authors' uniform split: in their order (x outer, y inner) each centre goes to test when
+    numpy's legacy generator, seeded 20202, draws below 0.25: 768 test, 2368 train on the paper's canvas."""
+    draws = np.random.RandomState(AUTHORS_SPLIT_SEED).random_sample(len(centres)) < AUTHORS_TEST_PROBABILITY
+    authors_order = np.lexsort((centres[:, 1].cpu().numpy(), centres[:, 0].cpu().numpy()))  # by x, then y
+    mask = torch.zeros(len(centres), dtype=torch.bool)
+    mask[torch.from_numpy(authors_order)] = torch.from_numpy(draws)
+    return mask
+
+
+def held_out_mask(split: str, centres: Tensor, data: DictConfig) -> Tensor:
+    """The boolean test mask of `split` ("uniform" or "quarter") over `centres`, as the `data` config says."""
     if split == "quarter":
-        return quarter_test_mask(centres, canvas)
+        return quarter_test_mask(centres, data.canvas)
+    if split == "uniform" and data.uniform_split == "authors":
+        return authors_test_mask(centres)
     if split == "uniform":
-        return uniform_test_mask(len(centres), test_fraction, seed)
+        return uniform_test_mask(len(centres), data.test_fraction, data.split_seed)
     raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
 
 

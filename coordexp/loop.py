@@ -11,25 +11,34 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from coordexp.checkpoint import TrainState
 from coordexp.data import Dataset
-from coordexp.interrupt import Interrupted, StopRequest
 from coordexp.optim import lr_factor, set_lr
 from coordexp.progress import ProgressBar
+from coordexp.rundir import Interrupted, StopRequest, TrainState
 from coordexp.tasks import Task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("bf16", "fp32")
 
 
 class Diverged(Exception):
-    """The training loss became non-finite."""
+    """Training produced a non-finite number: in the loss, the weights, the optimizer state or an evaluation."""
 
-    def __init__(self, epoch: int, step: int):
+    def __init__(self, message: str, epoch: int, step: int):
         self.epoch, self.step = epoch, step
-        super().__init__(f"the training loss became non-finite at epoch {epoch}, step {step}; "
-                         "the last good checkpoint is kept (try a smaller optimizer.lr)")
+        super().__init__(message)
+
+
+def nonfinite_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether any parameter, floating-point buffer or optimizer state tensor holds a NaN or an infinity."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    tensors += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.is_floating_point()]
+    return not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())  # one host sync
+
+
+def nonfinite_metrics(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """The 'part.metric' names of an evaluation's non-finite values."""
+    return [f"{part}.{name}" for part, values in metrics.items() for name, v in values.items() if not math.isfinite(v)]
 
 
 @torch.no_grad()
@@ -87,6 +96,21 @@ def reached(task: Task, test_metrics: dict[str, float], target: float | None) ->
     return value >= target if task.higher_is_better else value < target
 
 
+def check_evaluation(evaluation: Evaluation, epoch: int, step: int) -> None:
+    """Raise Diverged if the evaluation after `epoch` gave a non-finite metric (outputs that overflow)."""
+    bad = nonfinite_metrics(evaluation.metrics)
+    if bad:
+        raise Diverged(f"the evaluation after epoch {epoch}, step {step} gave non-finite {', '.join(bad)}", epoch, step)
+
+
+def training_over(task: Task, state: TrainState, cfg: DictConfig) -> bool:
+    """Whether `state` has nothing left to train: every epoch done, or trainer.target reached at its last one."""
+    history = state.history
+    return state.epoch >= cfg.trainer.epochs or (
+        bool(history.epochs) and history.epochs[-1] == state.epoch and state.perm is None
+        and reached(task, history.metrics[-1]["test"], cfg.trainer.target))
+
+
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
         runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
         save: Callable[[TrainState], None]) -> Evaluation:
@@ -94,7 +118,8 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
     stop early at the first evaluation whose test headline metric reaches cfg.trainer.target (if set).
 
     Calls `save(state)` every checkpoint_every epochs and at the end. Raises Interrupted (after saving)
-    when `stop` has caught a signal, and Diverged (without saving) on a non-finite loss.
+    when `stop` has caught a signal, and Diverged (without saving) when the loss, a weight, the optimizer
+    state or an evaluation becomes non-finite: a checkpoint never holds a non-finite model.
     """
     trainer = cfg.trainer
     n_train = len(data.train_idx)
@@ -111,10 +136,15 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
     latest, evaluation = "", None
     session_start = time.perf_counter()
 
-    def check_finite() -> None:
+    def check_finite(with_state: bool = False) -> None:
         bad = int(bad_step)
         if bad >= 0:
-            raise Diverged(epoch=(bad - 1) // steps_per_epoch + 1, step=bad)
+            epoch = (bad - 1) // steps_per_epoch + 1
+            raise Diverged(f"the training loss became non-finite at epoch {epoch}, step {bad}", epoch, bad)
+        if with_state and nonfinite_state(model, optimizer):  # a finite loss can come with a non-finite update
+            epoch = (state.step - 1) // steps_per_epoch + 1
+            raise Diverged(f"the weights or optimizer state became non-finite by epoch {epoch}, step {state.step} "
+                           "(the training loss was still finite)", epoch, state.step)
 
     def elapsed() -> float:
         return state.wall_seconds + time.perf_counter() - session_start
@@ -135,13 +165,13 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_count, bad_step)
             signum = stop.poll()
             if signum:
-                check_finite()
+                check_finite(with_state=True)
                 save(TrainState(**{**state.__dict__, "wall_seconds": elapsed()}))
                 raise Interrupted(signum, epoch=state.epoch, step=state.step)
             if b % refresh == 0:
                 check_finite()
                 progress.update(epoch + b / steps_per_epoch, (state.loss_sum / (b + 1)).item(), latest)
-        check_finite()
+        check_finite(with_state=True)
         train_loss = (state.loss_sum / steps_per_epoch).item()  # the epoch's one host sync: the timing is honest
         state.train_seconds += time.perf_counter() - epoch_start
         state.epoch, state.perm, state.loss_sum, state.batch = epoch + 1, None, None, 0
@@ -149,6 +179,7 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
         last = state.epoch == trainer.epochs
         if state.epoch % trainer.eval_every == 0 or last:
             evaluation = evaluate(model, task, data, trainer.eval_batch_size)
+            check_evaluation(evaluation, state.epoch, state.step)
             state.history.epochs.append(state.epoch)
             state.history.metrics.append(evaluation.metrics)
             runlog.scalars({f"{part}/{name}": value for part, values in evaluation.metrics.items()

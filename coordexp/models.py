@@ -12,12 +12,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from coordexp.config import FAMILIES  # noqa: F401 (the model families, declared once by the schema)
 from coordexp.nn import AddCoords, tiled_linear
 from coordexp.pointwise import linear_relu_stack
 
-FAMILIES = ("conv", "coordconv", "mlp", "coordmlp")
-REGRESSORS = ("uniform", "quarter")
-CENTRE_MAPS = ("density", "softmax")  # the CoordConv renderer's centre map: scaled x pixels, or the paper's
+CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)  # every convolution the models use (the authors' he_normal, L2)
 
 
 def tile(coords: Tensor, height: int, width: int) -> Tensor:
@@ -101,16 +100,19 @@ class CoordConvRenderer(nn.Module):
 
     With centre_map "density" the map is scaled by the number of pixels (mean 1): the same function class
     and parameters, but trainable for every seed; "softmax" is the paper's (2 of 5 seeds collapsed or stalled).
+    With painter_width "fixed" the painter has the authors' widths 32, 32, 64, 64 whatever `mul` is (only the
+    paint convs scale); "scaled" multiplies them by `mul` too.
 
-    About 11.9k params at mul=1, fs=3 (11,850). The convs need fs >= 2 to paint a square at all.
-    With `fast`, the painter takes its fast path.
+    11,850 params at mul=1, fs=3; at mul=2, fs=1: 9,490 fixed (the authors'), 31,378 scaled.
+    The convs need fs >= 2 to paint a square at all (the authors' sweep used fs=1). With `fast`, the painter
+    takes its fast path.
     """
 
     def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float, fast: bool,
-                 centre_map: str = "density"):
+                 centre_map: str, painter_width: str):
         super().__init__()
         self.scale = canvas * canvas if centre_map == "density" else 1
-        self.painter = CoordConvPainter(canvas, mul, with_r, r_center, fast)
+        self.painter = CoordConvPainter(canvas, mul if painter_width == "scaled" else 1, with_r, r_center, fast)
         channels = [1, 8 * mul, 8 * mul, 16 * mul, 16 * mul, 1]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
@@ -235,9 +237,36 @@ class CoordMLPPainter(nn.Module):
         return self.net[1:](tiled_linear(coords, pixels, first.weight, first.bias)).view(-1, *size)
 
 
+def he_normal_(weight: Tensor) -> None:
+    """Keras' he_normal as TF 1.13 draws it: a normal truncated at 2 std, scaled to variance 2 / fan_in.
+
+    fan_in is weight[0].numel() for nn.Conv2d (in x kh x kw) and for nn.ConvTranspose2d (out x kh x kw,
+    which is what TF computes from its transposed kernel's (kh, kw, out, in) shape).
+    """
+    std = math.sqrt(2.0 / weight[0].numel()) / 0.87962566103423978  # the std of a unit normal cut at +-2
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def init_like_authors(model: nn.Module) -> None:
+    """The authors' initialisation: he_normal conv kernels (every conv they build passes it), glorot_uniform
+    Dense/Linear kernels (TF's default: their Dense layers pass none), zero biases; norms keep ones/zeros."""
+    for module in model.modules():
+        if isinstance(module, CONV_LAYERS):
+            he_normal_(module.weight)
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            continue
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def build_model(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
-    """The model of family `cfg.name` for `task`, with the knobs in `cfg`; `cfg.fast` picks the fast paths."""
+    """The model of family `cfg.name` for `task`, with the knobs in `cfg`; `cfg.init` picks its initialisation
+    and `cfg.fast` the fast paths."""
     model = _build(cfg, task, canvas)
+    if cfg.init == "authors":
+        init_like_authors(model)
     if cfg.fast:  # channels-last kernels make oneDNN / cuDNN run every convolution channels-last (1.3-2x on CPU)
         model.to(memory_format=torch.channels_last)
     return model
@@ -257,7 +286,8 @@ def _build(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
         return DeconvPainter(canvas, cfg.mul, cfg.fs)
     if family == "coordconv":
         if task == "rendering":
-            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords, fast=cfg.fast, centre_map=cfg.centre_map)
+            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords, fast=cfg.fast, centre_map=cfg.centre_map,
+                                     painter_width=cfg.painter_width)
         return CoordConvPainter(canvas, cfg.mul, **coords, fast=cfg.fast)
     if family == "mlp":
         return MLPPainter(canvas, cfg.hidden, cfg.depth)

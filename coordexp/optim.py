@@ -8,22 +8,32 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-SCHEDULES = ("constant", "step", "cosine")
+from coordexp.models import CONV_LAYERS
 
 
-def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer named by `cfg._target_`; weight decay applies to kernels only, as the paper's L2 penalty."""
+def decayed_kernels(model: nn.Module, l2_scope: str) -> list[nn.Parameter]:
+    """The kernels weight decay applies to: those of conv layers ("conv") or every kernel ("all"); never biases
+    or norm scales."""
+    if l2_scope == "all":
+        return [p for p in model.parameters() if p.ndim > 1]
+    return [m.weight for m in model.modules() if isinstance(m, CONV_LAYERS)]
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module, l2_scope: str) -> torch.optim.Optimizer:
+    """The optimizer named by `cfg._target_`; weight decay (the paper's L2 penalty) applies to the kernels
+    `l2_scope` names, every other parameter is in a group without it."""
     params = [p for p in model.parameters() if p.requires_grad]
-    kernels = [p for p in params if p.ndim > 1]
-    others = [p for p in params if p.ndim <= 1]  # biases and norm scales: never decayed
-    groups = [{"params": kernels}, {"params": others, "weight_decay": 0.0}]
+    decayed = {id(p) for p in decayed_kernels(model, l2_scope)}
+    groups = [{"params": [p for p in params if id(p) in decayed]},
+              {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
     return hydra.utils.instantiate(cfg, _convert_="all", _partial_=True)(groups)
 
 
 def lr_factor(cfg: DictConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
     """Multiplier of the base learning rate at optimizer step `step` (0-based)."""
     if cfg.name == "step":
-        return cfg.gamma ** (step // (cfg.every * steps_per_epoch))
+        decays = step // (cfg.every * steps_per_epoch)
+        return cfg.gamma ** (decays if cfg.max_decays is None else min(decays, cfg.max_decays))
     if cfg.name == "cosine":
         progress = step / max(total_steps - 1, 1)
         return cfg.final_factor + (1 - cfg.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))

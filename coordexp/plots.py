@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from coordexp.files import atomic_write  # noqa: E402
+from coordexp.rundir import atomic_write  # noqa: E402
 
 TRAIN_COLOUR, TEST_COLOUR = "tab:red", "tab:blue"
 

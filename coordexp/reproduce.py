@@ -3,8 +3,9 @@
 Every run is a `python -m coordexp.train` job launched by Hydra's launcher: parallel local jobs by default
 (joblib, one torch thread each), a SLURM cluster with `--launcher slurm`. A job kind is a config in
 configs/reproduce/ (task, model and their overrides); each phase is one multirun (or a few) over kinds x
-splits x seeds, longest kinds first, into OUT/<kind>/<split>/seed<k>/. A job whose metrics.json says
-completed is not launched again, so rerunning with the same --out continues a reproduction cut short.
+splits x seeds, longest kinds first, each in its own sweep directory OUT/<phase>-<digest>/<kind>/<split>/seed<k>/.
+The same reproduction run again continues those sweeps: a completed job reports its result without training
+again, an interrupted one resumes from its checkpoint (coordexp.rundir), so a reproduction cut short continues.
 The baselines get a small sweep on the first seed; the point that fits its training set best gets the
 other seeds ("best of sweep", chosen on train). REPORT.md compares the measurements with the paper's
 numbers, with a verdict per row on the whole claim: the baseline fits its training set and fails its
@@ -13,6 +14,7 @@ test set, CoordConv solves it. `--full` runs the paper's whole grids instead.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -27,18 +29,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from hydra.errors import HydraException
 from matplotlib.figure import Figure
 
 from coordexp.aggregate import read_job, train_test_figure
-from coordexp.config import ConfigError, validate
-from coordexp.data import SPLITS
-from coordexp.files import atomic_write
+from coordexp.compose import CONFIG_DIR, compose_config
+from coordexp.config import SPLITS, TASKS, ConfigError
 from coordexp.plots import save_figure
-from coordexp.tasks import TASKS, task_class
-from coordexp.train import compose_config
+from coordexp.rundir import METRICS_FILE, atomic_write
+from coordexp.tasks import TASK_CLASSES
 
-KINDS_DIR = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
+KINDS_DIR = Path(CONFIG_DIR) / "reproduce"
 # The paper's headline numbers (PAPER.md), per (task, split): (conv / deconv, CoordConv).
 PAPER = {
     ("classification", "uniform"): ("train up to 100%, test never above 86%", "100% / 100%"),
@@ -98,14 +98,11 @@ class Group:
 
     @property
     def headline(self) -> str:
-        return task_class(self.task).headline
+        return TASK_CLASSES[self.task].headline
 
     @property
     def higher_is_better(self) -> bool:
-        return task_class(self.task).higher_is_better
-
-    def run_dir(self, out: Path, seed: int) -> Path:
-        return out / self.kind / self.split / f"seed{seed}"
+        return TASK_CLASSES[self.task].higher_is_better
 
     def values(self, part: str) -> list[float]:
         return [run[f"{part}_{self.headline}"] for run in self.runs if run["status"] == "completed"]
@@ -126,14 +123,9 @@ def read_run(run_dir: Path, out: Path) -> dict:
     """A run's summary row (coordexp.aggregate's) with its per-evaluation history from metrics.json."""
     row = read_job(run_dir, out) if run_dir.is_dir() else {"job": run_dir.relative_to(out).as_posix(),
                                                            "status": "missing", "error": None}
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_FILE
     row["history"] = json.loads(metrics.read_text()).get("history") if metrics.exists() else None
     return row
-
-
-def completed(run_dir: Path) -> bool:
-    metrics = run_dir / "metrics.json"
-    return metrics.exists() and json.loads(metrics.read_text()).get("status") == "completed"
 
 
 def products(jobs: list[tuple[str, str, int]]) -> list[tuple[list[str], list[str], list[int]]]:
@@ -162,29 +154,42 @@ def launcher_overrides(launcher: str, workers: int) -> list[str]:
     return [f"hydra/launcher={launcher}"]
 
 
-def multirun_command(kinds: list[str], splits: list[str], seeds: list[int], out: Path, args) -> list[str]:
-    """`python -m coordexp.train -m` over kinds x splits x seeds, each job in OUT/<kind>/<split>/seed<k>."""
-    return [sys.executable, "-m", "coordexp.train", "-m", f"+reproduce={','.join(kinds)}",
-            f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={out}",
-            "hydra.sweep.subdir=${hydra:runtime.choices.reproduce}/${split.name}/seed${seed}",
+def job_overrides(kinds: list[str], splits: list[str], seeds: list[int], args) -> list[str]:
+    """The overrides of a multirun over kinds x splits x seeds (what makes it the sweep it is)."""
+    return [f"+reproduce={','.join(kinds)}", f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}",
             "trainer.progress=false", *(["debug=fast"] if args.smoke else []),
-            *launcher_overrides(args.launcher, args.workers), *args.overrides]
+            *[o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]]
 
 
-def launch(out: Path, jobs: list[tuple[Group, int]], args) -> None:
-    """Run every job not completed yet through Hydra's launcher, then read every job's result into its group."""
-    todo = [(g.kind, g.split, seed) for g, seed in jobs if not completed(g.run_dir(out, seed))]
-    for kinds, splits, seeds in products(todo):
-        command = multirun_command(kinds, splits, seeds, out, args)
+def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
+    """OUT/<phase>-<digest of the overrides>: the same multirun always gets the same directory, so running the
+    reproduction again continues its sweeps (each sweep directory holds one sweep: coordexp.sweep)."""
+    return out / f"{phase}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
+
+
+def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
+    """Run the jobs through Hydra's launcher, one multirun per product of kinds x splits x seeds, then read every
+    job's result into its group. A job whose run directory holds its completed run reports it without training
+    again (coordexp.rundir), so a reproduction cut short continues where it stopped."""
+    where = {}
+    for kinds, splits, seeds in products([(g.kind, g.split, seed) for g, seed in jobs]):
+        overrides = job_overrides(kinds, splits, seeds, args)
+        directory = sweep_dir(out, phase, overrides)
+        where.update({(k, s, seed): directory / k / s / f"seed{seed}" for k in kinds for s in splits for seed in seeds})
+        command = [sys.executable, "-m", "coordexp.train", "-m", *overrides, f"hydra.sweep.dir={directory}",
+                   "hydra.sweep.subdir=${hydra:runtime.choices.reproduce}/${split.name}/seed${seed}",
+                   *launcher_overrides(args.launcher, args.workers),
+                   *[o for o in args.overrides if o.lstrip("+~").startswith("hydra")]]
         if args.dry_run:
             print(shlex.join(["python", *command[1:]]))
             continue
-        print(f"  multirun: {', '.join(kinds)} x {', '.join(splits)} x seeds {', '.join(map(str, seeds))}", flush=True)
+        print(f"  multirun: {', '.join(kinds)} x {', '.join(splits)} x seeds {', '.join(map(str, seeds))} "
+              f"-> {directory}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "reproduce.log", "a") as log:  # the multiruns' own output: Hydra's and every job's log
             subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     for group, seed in jobs:
-        row = read_run(group.run_dir(out, seed), out)
+        row = read_run(where[group.kind, group.split, seed], out)
         group.runs.append(row)
         if not args.dry_run:
             print(f"  {group.name} seed {seed}: {row['status']}"
@@ -275,7 +280,7 @@ def curves_figure(task: str, groups: list[Group]) -> Figure:
                 ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
                                 color=f"C{colour}", alpha=0.2, linewidth=0)
         ax.set(title=f"{task} / {split}", xlabel="epoch", ylabel=headline, xscale="log")
-        if headline and not task_class(task).higher_is_better:
+        if headline and not TASK_CLASSES[task].higher_is_better:
             ax.set_yscale("log")
         ax.legend(loc="best", fontsize=8)
     return fig
@@ -390,11 +395,11 @@ def check_kinds(groups: list[Group], sweeps: dict) -> str | None:
 
 def check_overrides(group: Group, overrides: list[str]) -> str | None:
     """What is wrong with the user's overrides on a planned job, or None; hydra.* keys are the launcher's to check."""
-    job = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        validate(compose_config(f"+reproduce={group.kind}", f"split={group.split}", *job))
-    except (ConfigError, HydraException) as error:
-        return str(error).splitlines()[0]
+        compose_config(f"+reproduce={group.kind}", f"split={group.split}",
+                       *[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+    except ConfigError as error:
+        return str(error)
     return None
 
 
@@ -438,13 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     # phase 1: the baselines' sweep points on the first seed (a sweep of one point: every seed); the longest runs
     points = [(p, seed) for ps in sweeps.values() for p in ps for seed in (args.seeds if len(ps) == 1 else first)]
     print(f"coordexp.reproduce: phase 1, the baselines' sweeps, into {args.out}", flush=True)
-    launch(args.out, sorted(points, key=longest_first), args)
+    launch(args.out, "phase1", sorted(points, key=longest_first), args)
     # phase 2: the point of each sweep that fits its training set best with the other seeds, then every other setting
     baselines = {key: best(ps) for key, ps in sweeps.items()}
     again = [(g, seed) for key, g in baselines.items() if len(sweeps[key]) > 1 for seed in rest]
     again += [(g, seed) for g in groups for seed in (first if g.model in EXTRAS else args.seeds)]
     print("coordexp.reproduce: phase 2, the chosen baselines' other seeds and every other setting", flush=True)
-    launch(args.out, sorted(again, key=longest_first), args)
+    launch(args.out, "phase2", sorted(again, key=longest_first), args)
     if args.dry_run:
         return 0
     seconds = time.perf_counter() - start

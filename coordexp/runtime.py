@@ -9,6 +9,8 @@ import sys
 
 import torch
 
+from coordexp.config import ConfigError, Device
+
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
@@ -49,3 +51,13 @@ def make_deterministic() -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+
+
+def resolve_device(name: str):
+    """`auto` picks cuda when it is available, else cpu; `cuda` without CUDA is a ConfigError."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' is invalid: CUDA is not available on this machine; "
+                          f"valid choices: {', '.join(Device)} (auto falls back to cpu)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(name))

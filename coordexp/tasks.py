@@ -9,11 +9,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
+from coordexp.config import TASKS  # noqa: F401 (the task names, declared once by the schema)
 from coordexp.data import onehot_images, square_images
 
-TASKS = ("classification", "regression", "rendering")
-INPUT_COORDS = ("normalized", "pixels")
-RENDER_LOSSES = ("bce", "mse")
 # every metric any task reports: each run registers them all as HParams columns, so TensorBoard
 # shows the same columns for every run of a sweep that mixes tasks
 METRICS = ("accuracy", "pixel_error", "iou")
@@ -107,7 +105,9 @@ class Rendering(Task):
 
     def loss(self, outputs, targets):
         outputs = outputs.float()
-        if self.cfg.loss == "mse":
+        if self.cfg.loss == "mse":  # the authors' --mse: the squared error of the logits themselves
+            return F.mse_loss(outputs, targets)
+        if self.cfg.loss == "mse_sigmoid":
             return F.mse_loss(torch.sigmoid(outputs), targets)
         return F.binary_cross_entropy_with_logits(outputs, targets)
 
@@ -118,18 +118,22 @@ class Rendering(Task):
         return targets, torch.sigmoid(outputs)
 
     def per_example(self, outputs, targets):
+        """IoU of the painted pixels (sigmoid > 0.5) with the square (target > 0). With `task.iou=weighted` the
+        intersection counts each pixel at its target value, as the authors' code does: the same for binary
+        squares, capped at data.square_value for their gray ones."""
         painted = outputs.flatten(1) > 0  # sigmoid > 0.5
-        square = targets.flatten(1) > 0
-        intersection = (painted & square).sum(dim=1).float()
+        target = targets.flatten(1)
+        square = target > 0
+        weight = target if self.cfg.iou == "weighted" else square.float()
+        intersection = (painted * weight).sum(dim=1)
         union = (painted | square).sum(dim=1).float()
         return {"iou": intersection / union.clamp(min=1)}
 
 
-def task_class(name: str) -> type[Task]:
-    """The Task class named `name`: its headline metric and direction, without building its data."""
-    return {cls.name: cls for cls in (Classification, Regression, Rendering)}[name]
+# each task's class by name: its headline metric and direction are class attributes, read from here
+TASK_CLASSES: dict[str, type[Task]] = {cls.name: cls for cls in (Classification, Regression, Rendering)}
 
 
 def build_task(task_cfg: DictConfig, data_cfg: DictConfig) -> Task:
     """The task named by `task_cfg.name`."""
-    return task_class(task_cfg.name)(task_cfg, data_cfg)
+    return TASK_CLASSES[task_cfg.name](task_cfg, data_cfg)

@@ -1,11 +1,15 @@
 """The entry point: `python -m coordexp.train task=... split=... model=... [key=value ...]`.
 
-`main` is the Hydra wrapper; `train(cfg, run_dir)` does the work and returns the metrics it wrote.
+`main` is the Hydra wrapper; `start` applies the run directory's rules (coordexp.rundir: train afresh,
+continue, or report a run that already ended); `train(cfg, run_dir)` does the work and returns the
+metrics it wrote.
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -13,35 +17,27 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from coordexp.checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, save_checkpoint
-from coordexp.config import ConfigError, resolve_device, resumed_config, validate
+from coordexp.compose import CONFIG_DIR, compose_config, exit_on_bad_command_line, resumed_config  # noqa: F401
+from coordexp.config import ConfigError
 from coordexp.data import Dataset, square_centres, held_out_mask
-from coordexp.files import write_json
-from coordexp.interrupt import Interrupted, StopRequest
-from coordexp.loop import Diverged, Evaluation, fit
+from coordexp.loop import Diverged, Evaluation, check_evaluation, evaluate, fit, training_over
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
 from coordexp.plots import final_figures, save_figure
-from coordexp.runtime import configure_backends, keep_freed_memory, make_deterministic
+from coordexp.rundir import (CHECKPOINT, METRICS_FILE, Interrupted, RunDirError, StopRequest, TrainState, claim_run_dir,
+                             is_complete, job_config, load_checkpoint, read_metrics, restore, save_checkpoint,
+                             write_hydra_dir, write_json)
+from coordexp.runtime import configure_backends, keep_freed_memory, make_deterministic, resolve_device
+from coordexp.sweep import run_sweep_job
 from coordexp.tasks import METRICS, Task, build_task
 from coordexp.tblog import RunLog
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    """The config `python -m coordexp.train OVERRIDES` would run (without the hydra node), for tests and scripts."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -51,7 +47,7 @@ def seed_everything(seed: int) -> None:
 def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
     """Every centre's inputs and targets on `device`, with the split's train and test indices."""
     centres = square_centres(cfg.data.canvas, cfg.data.square)
-    is_test = held_out_mask(cfg.split.name, centres, cfg.data.canvas, cfg.data.test_fraction, cfg.data.split_seed)
+    is_test = held_out_mask(cfg.split.name, centres, cfg.data)
     centres = centres.to(device)
     inputs, targets = task.build(centres)
     train_idx, test_idx = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
@@ -59,10 +55,14 @@ def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
 
 
 def write_plots(task, data: Dataset, evaluation: Evaluation, cfg: DictConfig, run_dir: Path, runlog: RunLog,
-                step: int) -> None:
+                step: int) -> list[str]:
+    """Write plots/*.png and log them to TensorBoard; return the files written, relative to run_dir."""
+    written = []
     for name, fig in final_figures(task, data, evaluation, cfg.trainer.plot_examples).items():
         runlog.figure(f"plots/{name}", fig, step)
         save_figure(fig, run_dir / "plots" / f"{name}.png")
+        written.append(f"plots/{name}.png")
+    return written
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> tuple[Task, Dataset, nn.Module, torch.optim.Optimizer]:
@@ -70,16 +70,17 @@ def build_run(cfg: DictConfig, device: torch.device) -> tuple[Task, Dataset, nn.
     task = build_task(cfg.task, cfg.data)
     data = build_dataset(cfg, task, device)
     model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(device)
-    return task, data, model, build_optimizer(cfg.optimizer, model)
+    return task, data, model, build_optimizer(cfg.optimizer, model, cfg.model.l2_scope)
 
 
 def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopRequest | None = None) -> dict:
     """Train one task x split x model as `cfg` says, write its outputs into `run_dir`, return metrics.json.
 
-    With `resume`, continue from run_dir's checkpoint. Raises Interrupted (checkpoint written) on
-    SIGINT/SIGTERM, Diverged on a non-finite loss; metrics.json then says so in its `status`.
+    With `resume`, continue from run_dir's checkpoint; when its training is already over (a run stopped
+    after its last checkpoint), only the final outputs are written. Raises Interrupted (checkpoint written)
+    on SIGINT/SIGTERM, Diverged on a non-finite loss, weight or evaluation; metrics.json then says so in its
+    `status`. A ConfigError (a bad config, or a resume of a run that already completed) writes nothing.
     """
-    validate(cfg)
     device = resolve_device(cfg.device)
     if cfg.trainer.keep_freed_memory:
         keep_freed_memory()
@@ -92,59 +93,91 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     try:
         task, data, model, optimizer = build_run(cfg, device)
     except Exception as error:  # e.g. a value only the optimizer itself rejects: the run still says why
-        write_json(run_dir / "metrics.json", {**summary, "status": "failed", "error": repr(error)})
+        write_json(run_dir / METRICS_FILE, {**summary, "status": "failed", "error": repr(error)})
         raise
     order = torch.Generator().manual_seed(cfg.seed)  # batch order: its own generator, independent of init
     checkpoint_path = run_dir / CHECKPOINT
     state = restore(load_checkpoint(checkpoint_path), model, optimizer, order, device) if resume else TrainState()
-    if state.epoch >= cfg.trainer.epochs:
+    over = resume and training_over(task, state, cfg)
+    if over and is_complete(run_dir, read_metrics(run_dir)):
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "
-                          f"already completed {state.epoch} epochs; pass a larger trainer.epochs to train on")
+                          f"already completed after {state.epoch} epochs; pass a larger trainer.epochs to train on")
     summary.update(params=count_params(model), headline=task.headline)
     log.info("%s / %s / %s: %d params, %d train / %d test examples, on %s%s", cfg.task.name, cfg.split.name,
              cfg.model.name, summary["params"], len(data.train_idx), len(data.test_idx), device,
              f", resuming after epoch {state.epoch} step {state.step}" if resume else "")
     config = OmegaConf.to_container(cfg, resolve=True)
+    kept = [(state.epoch, state.step)] if resume else []  # what checkpoint.pt holds: (epoch, step)
 
     def save(s: TrainState) -> None:
         save_checkpoint(checkpoint_path, config, model, optimizer, s, order)
+        kept[:] = [(s.epoch, s.step)]
 
     def finish(status: str, **extra) -> dict:
         last = state.history.metrics[-1] if state.history.metrics else {}
-        metrics = {**summary, "epochs": state.epoch, "step": state.step, "wall_seconds": round(state.wall_seconds, 3),
-                   "train_seconds": round(state.train_seconds, 3),
-                   "status": status, **extra, **last, "history": asdict(state.history)}
-        write_json(run_dir / "metrics.json", metrics)
-        return metrics
+        return write_json(run_dir / METRICS_FILE, {
+            **summary, "epochs": state.epoch, "step": state.step, "wall_seconds": round(state.wall_seconds, 3),
+            "train_seconds": round(state.train_seconds, 3), "status": status, **extra, **last,
+            "history": asdict(state.history)})
 
     runlog = RunLog(run_dir, cfg, [f"{part}/{name}" for part in ("train", "test") for name in ("loss", *METRICS)],
                     resumed_at=state.epoch if resume else None)
     try:
-        with stop or StopRequest() as stop:
-            evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)
-        if cfg.trainer.plots:
-            write_plots(task, data, evaluation, cfg, run_dir, runlog, state.epoch)
+        with stop or StopRequest() as stop:  # held to the end: a signal during the final outputs waits for them
+            if over:
+                log.info("training ended at epoch %d: writing the final outputs", state.epoch)
+                evaluation = evaluate(model, task, data, cfg.trainer.eval_batch_size)
+                check_evaluation(evaluation, state.epoch, state.step)
+            else:
+                evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)
+            outputs = write_plots(task, data, evaluation, cfg, run_dir, runlog, state.epoch) if cfg.trainer.plots else []
     except Interrupted as error:
         finish("interrupted", step=error.step, error=str(error))
         raise
     except Diverged as error:
-        finish("diverged", step=error.step, error=str(error))
-        raise
+        message = f"{error}; " + (f"the last good checkpoint (epoch {kept[0][0]}, step {kept[0][1]}) is kept"
+                                  if kept else "no checkpoint was written: it diverged before the first one")
+        message += "; try a smaller optimizer.lr"
+        finish("diverged", step=error.step, error=message)
+        raise Diverged(message, error.epoch, error.step) from None
     except Exception as error:
         finish("failed", error=repr(error))
         raise
     finally:
         runlog.close()
-    metrics = finish("completed")
+    metrics = finish("completed", outputs=[CHECKPOINT, *outputs])  # written last: completed means all are there
     log.info("done in %.1fs: test %s %.4g -> %s", metrics["wall_seconds"], task.headline,
              metrics["test"][task.headline], run_dir)
     return metrics
 
 
-def fail(error: Exception, code: int, message: str) -> None:
-    """End a single run with `message` on stderr and exit status `code`; in a sweep, fail just this job."""
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise error
+def start(cfg: DictConfig, run_dir: Path, resume: bool, stop: StopRequest) -> dict:
+    """Run `cfg` in run_dir as the directory's rules say (coordexp.rundir.claim_run_dir): train it afresh,
+    continue the run of the same config that is there, or report the one that already ended; return its metrics."""
+    claim = claim_run_dir(run_dir, job_config(cfg), resume=resume,
+                          key="hydra.run.dir" if HydraConfig.get().mode == RunMode.RUN else "hydra.sweep.subdir")
+    try:
+        if claim.action == "done":
+            metrics = read_metrics(run_dir)
+            log.info("%s already holds this run, %s: not run again", run_dir, claim.status)
+            if claim.status == "diverged":
+                raise Diverged(metrics.get("error", "diverged earlier"), metrics.get("epochs", 0), metrics.get("step", 0))
+            return metrics
+        if claim.action == "fresh":
+            write_hydra_dir(run_dir, cfg, HydraConfig.get())
+        return train(cfg, run_dir, resume=claim.action == "resume", stop=stop)
+    finally:
+        claim.release()
+
+
+def failed_job_value(cfg: DictConfig) -> float:
+    """What a sweep job that did not complete returns to the sweeper: the worst value of the headline metric,
+    so that a search counts it as its worst trial (Optuna 2 ends a whole search on a NaN)."""
+    return -math.inf if build_task(cfg.task, cfg.data).higher_is_better else math.inf
+
+
+def exit_with(code: int, message: str) -> None:
+    """End a single run with `message` on stderr and exit status `code`."""
     logging.shutdown()
     print(f"coordexp: {message}", file=sys.stderr)
     sys.exit(code)
@@ -153,21 +186,28 @@ def fail(error: Exception, code: int, message: str) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry: returns the test value of the task's headline metric, for sweepers."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        value = run_sweep_job(run_dir, Path(hydra_cfg.sweep.dir), lambda stop: start(cfg, run_dir, False, stop))
+        return failed_job_value(cfg) if math.isnan(value) else value
     resume = cfg.resume is not None
+    stop = StopRequest()
     try:
         if resume:
-            cfg = resumed_config(cfg, list(HydraConfig.get().overrides.task))
-        metrics = train(cfg, run_dir, resume=resume)
-    except ConfigError as error:
-        fail(error, 2, f"error: {error}")
+            cfg = resumed_config(cfg, list(hydra_cfg.overrides.task))
+        metrics = start(cfg, run_dir, resume, stop)
+    except (ConfigError, RunDirError) as error:
+        exit_with(2, f"error: {error}")
     except Interrupted as error:
-        fail(error, error.exit_code, f"{error}; checkpoint saved. Continue with: "
-                                     f"python -m coordexp.train resume={run_dir}")
+        exit_with(error.exit_code, f"{error}; checkpoint saved. Continue with: python -m coordexp.train resume={run_dir}")
     except Diverged as error:
-        fail(error, 3, f"diverged: {error}")
+        exit_with(3, f"diverged: {error}")
+    if stop.caught:
+        log.info("%s arrived after training ended: the run was completed first", signal.Signals(stop.caught).name)
     return metrics["test"][metrics["headline"]]
 
 
 if __name__ == "__main__":
+    exit_on_bad_command_line(sys.argv[1:])  # every job's config checked before Hydra creates anything
     main()

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from coordexp.config import ConfigError, resolve_device
-from coordexp.files import write_json
+from coordexp.config import ConfigError
+from coordexp.runtime import resolve_device
+from coordexp.rundir import write_json
 from coordexp.loop import reached, train_step
 from coordexp.models import FAMILIES
 from coordexp.runtime import keep_freed_memory

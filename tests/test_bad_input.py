@@ -40,6 +40,21 @@ CASES = [
      ["optimizer.betas", "torch.optim.SGD", "momentum", "~optimizer.betas"]),
     ("unwritable output dir", ["hydra.run.dir={tmp}/file/run"], ["hydra.run.dir", "{tmp}/file/run", "cannot write"]),
     ("resume of a missing dir", ["resume={tmp}/missing"], ["resume", "{tmp}/missing", "no checkpoint.pt"]),
+    ("unknown experiment", ["experiment=paper"], ["experiment=paper", "classification_conv", "rendering_coordconv"]),
+    ("unknown debug preset", ["debug=slow"], ["debug=slow", "fast"]),
+    ("appended unknown key", ["+trainer.foo=1"], ["trainer.foo", "not in struct", "epochs"]),
+    ("unknown top-level key", ["epochs=3"], ["epochs", "not in struct"]),
+    ("key of another task", ["task=classification", "task.loss=mse"], ["task.loss", "task=rendering"]),
+    ("key of another model", ["model=mlp", "model.fs=3"], ["model.fs", "model=conv", "model=coordconv"]),
+    ("unparsable override", ["trainer.epochs=[1"], ["trainer.epochs=[1", "cannot be parsed"]),
+    ("override without a value", ["trainer.epochs"], ["trainer.epochs", "cannot be parsed"]),
+    ("infinite lr", ["optimizer.lr=inf"], ["optimizer.lr", "inf", "finite"]),
+    ("nan weight decay", ["optimizer.weight_decay=nan"], ["optimizer.weight_decay", "nan", "finite"]),
+    ("infinite onehot scale", ["task=regression", "task.onehot_scale=inf"], ["task.onehot_scale", "inf", "finite"]),
+    ("infinite target", ["trainer.target=inf"], ["trainer.target", "inf", "finite"]),
+    ("bad precision", ["trainer.precision=fp16"], ["trainer.precision", "fp16", "bf16, fp32"]),
+    ("bad value in a sweep", ["-m", "trainer.epochs=1,0"], ["trainer.epochs", "0", "integer >= 1"]),
+    ("unknown choice in a sweep", ["-m", "model=coordconv,foo"], ["model=foo", "conv, coordconv"]),
 ]
 if not torch.cuda.is_available():
     CASES.append(("cuda without CUDA", ["device=cuda"], ["device", "cuda", "not available", "auto, cpu, cuda"]))
@@ -48,9 +63,12 @@ if not torch.cuda.is_available():
 def run_case(tmp, overrides):
     run_dir = tmp / "run"
     args = [o.format(tmp=tmp) for o in overrides]
-    if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):
+    if "-m" in args:
+        args.append(f"hydra.sweep.dir={tmp / 'sweep'}")
+    elif not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):
         args.append(f"hydra.run.dir={run_dir}")
-    return subprocess.run([sys.executable, "-m", "coordexp.train", *args, "debug=fast"],
+    smoke = [] if any(a.startswith("debug=") for a in args) else ["debug=fast"]
+    return subprocess.run([sys.executable, "-m", "coordexp.train", *args, *smoke],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -68,7 +86,8 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("case_id, overrides, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_fails_cleanly(results, case_id, overrides, expected):
     tmp, result = results[case_id]
-    assert result.returncode != 0
+    assert result.returncode == 2
+    assert result.stderr.startswith("coordexp: error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     for text in expected:
         assert text.format(tmp=tmp) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

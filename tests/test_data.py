@@ -1,6 +1,9 @@
+import numpy as np
 import torch
 
-from coordexp.data import onehot_images, quarter_test_mask, square_centres, square_images, held_out_mask, uniform_test_mask
+from coordexp.data import (authors_test_mask, onehot_images, quarter_test_mask, square_centres, square_images,
+                           held_out_mask, uniform_test_mask)
+from conftest import make_cfg
 
 
 def test_centres_are_exhaustive_and_in_range():
@@ -37,7 +40,7 @@ def test_uniform_split_counts_seeded_and_disjoint():
 
 def test_uniform_split_is_spread_over_the_canvas():
     centres = square_centres(64, 9)
-    test = held_out_mask("uniform", centres, 64, 0.2, 0)
+    test = held_out_mask("uniform", centres, make_cfg("split=uniform").data)
     # a random draw lands in every quadrant, unlike the quarter split
     for qx in (False, True):
         for qy in (False, True):
@@ -62,3 +65,24 @@ def test_square_images_are_9x9_around_the_centre():
     assert squares[0, 0:9, 0:9].min() == 1
     gray = square_images(centres, 64, 9, 128 / 255)
     assert torch.allclose(gray.max(), torch.tensor(128 / 255))
+
+
+def test_authors_draw_reproduces_their_768_test_examples():
+    centres = square_centres(64, 9)
+    test = authors_test_mask(centres)
+    assert (test.sum().item(), (~test).sum().item()) == (768, 2368)
+    # their order is x outer, y inner (not_so_clevr_generator.py): the first draws decide centres (4, 4), (4, 5), ...
+    first = [centres.tolist().index([4, y]) for y in (4, 5, 6, 7, 8, 9)]
+    draws = np.random.RandomState(20202).random_sample(6) < 0.25
+    assert test[first].tolist() == draws.tolist()
+    # it is what data.uniform_split=authors selects, and it ignores the row-by-row order of our centres
+    cfg = make_cfg("split=uniform", "data.uniform_split=authors").data
+    assert torch.equal(held_out_mask("uniform", centres, cfg), test)
+    assert torch.equal(authors_test_mask(centres.flip(0)), test.flip(0))
+
+
+def test_uniform_split_fraction_is_exact_and_seeded():
+    centres = square_centres(64, 9)
+    cfg = make_cfg("split=uniform", "data.test_fraction=0.25", "data.split_seed=3").data
+    test = held_out_mask("uniform", centres, cfg)
+    assert test.sum().item() == 784 and torch.equal(test, uniform_test_mask(3136, 0.25, 3))

@@ -3,7 +3,7 @@ leaves evaluation in fp32, and trainer.target stops a run at the result."""
 import pytest
 import torch
 
-from coordexp.config import ConfigError, validate
+from coordexp.config import ConfigError, check
 from coordexp.loop import evaluate, reached, train_step
 from coordexp.models import build_model
 from coordexp.tasks import build_task
@@ -124,4 +124,4 @@ def test_target_direction_follows_the_metric():
 ])
 def test_bad_fast_path_settings_are_config_errors(override, expected):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
-        validate(make_cfg(override))
+        check(make_cfg(override))

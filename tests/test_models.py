@@ -1,5 +1,8 @@
+import math
+
 import pytest
 import torch
+from torch import nn
 
 from coordexp.models import build_model, count_params
 from conftest import make_cfg
@@ -11,6 +14,9 @@ PAPER_COUNTS = [
     (("task=classification", "model=conv", "model.fs=2", "model.mul=1"), 46465),
     (("task=rendering", "model=conv", "model.fs=3", "model.mul=2"), 409921),
     (("task=rendering", "model=coordconv", "model.fs=3", "model.mul=1"), 11850),
+    # the authors' renderer at their sweep's mul=2, fs=1: the painter stays 32/32/64/64 (issue 10)
+    (("task=rendering", "model=coordconv", "model.fs=1", "model.mul=2"), 9490),
+    (("task=rendering", "model=coordconv", "model.fs=1", "model.mul=2", "model.painter_width=scaled"), 31378),
     (("task=regression", "model=coordconv"), 906),
     (("task=regression", "model=conv", "model.regressor=uniform", "model.mul=1"), 72850),
     (("task=regression", "model=conv", "model.regressor=quarter", "model.mul=1"), 12914),
@@ -99,3 +105,44 @@ def test_renderer_paint_convs_see_their_input_over_their_biases(seed):
     torch.testing.assert_close(centre_map.mean((1, 2, 3)), torch.ones(4))
     input_term = out - first.bias[:, None, None]
     assert input_term.abs().mean() > 0.2 * first.bias.abs().mean()
+
+
+def test_renderer_painter_width_fixed_keeps_the_painter_of_mul_1():
+    fixed, _ = model_for("task=rendering", "model=coordconv", "model.mul=3")
+    scaled, _ = model_for("task=rendering", "model=coordconv", "model.mul=3", "model.painter_width=scaled")
+    painter, _ = model_for("task=classification", "model=coordconv", "model.mul=1")
+    assert count_params(fixed.painter) == count_params(painter) == 7553
+    assert count_params(fixed.paint) == count_params(scaled.paint)
+    assert count_params(scaled.painter) > count_params(fixed.painter)
+
+
+@pytest.mark.parametrize("overrides", [("task=classification", "model=conv", "model.mul=2"),
+                                       ("task=regression", "model=conv", "model.regressor=uniform"),
+                                       ("task=rendering", "model=coordconv"),
+                                       ("task=regression", "model=mlp", "model.hidden=64")])
+def test_authors_init_is_he_normal_convs_glorot_dense_zero_biases(overrides):
+    torch.manual_seed(0)
+    model, _ = model_for(*overrides, "model.init=authors")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    assert layers and all(not m.bias.any() for m in layers)
+    for m in layers:
+        w = m.weight.detach()
+        if isinstance(m, nn.Linear):  # TF's default for a Dense layer given no initializer: glorot_uniform
+            bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))
+            assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+            continue
+        # he_normal: variance 2 / fan_in, fan_in = in x kh x kw (conv), out x kh x kw (transposed, as TF's)
+        std = math.sqrt(2 / w[0].numel())
+        assert w.abs().max() <= 2 * std / 0.8796 + 1e-6  # truncated at 2 std of the underlying normal
+        if w.numel() >= 1000:
+            assert w.std().item() == pytest.approx(std, rel=0.1)
+
+
+def test_torch_init_is_pytorchs_default_and_the_authors_about_2_4x_larger():
+    torch.manual_seed(0)
+    torch_model, _ = model_for("task=classification", "model=conv", "model.mul=2")
+    torch.manual_seed(0)
+    authors, _ = model_for("task=classification", "model=conv", "model.mul=2", "model.init=authors")
+    first_torch, first_authors = torch_model.net[3].weight, authors.net[3].weight  # a 128 -> 128 deconv
+    assert torch_model.net[0].bias.abs().sum() > 0  # PyTorch's non-zero biases
+    assert (first_authors.std() / first_torch.std()).item() == pytest.approx(math.sqrt(6), rel=0.1)

@@ -6,12 +6,11 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from coordexp.config import validate
 from coordexp.reproduce import BUDGETS, KINDS_DIR, Group, best, check_kinds, curves_figure, plan, products, verdict
-from coordexp.train import compose_config
+from coordexp.compose import compose_config
 
 
-def test_reproduce_launches_through_hydra_writes_a_report_and_skips_what_completed(tmp_path):
+def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twice(tmp_path):
     args = [sys.executable, "-m", "coordexp.reproduce", "--smoke", "--tasks", "regression", "--splits", "quarter",
             "--seeds", "0", "--out", str(tmp_path)]
     first = subprocess.run(args, capture_output=True, text=True, timeout=600)
@@ -22,20 +21,23 @@ def test_reproduce_launches_through_hydra_writes_a_report_and_skips_what_complet
     assert "![regression curves](curves-regression.png)" in report
     for figure in ("REPORT.png", "curves-regression.png"):
         assert (tmp_path / figure).stat().st_size > 0
-    # 2 baseline sweep points, coordconv and its one-hot-1 variant, mlp, coordmlp (the chosen point's other
-    # seeds: test_dry_run_...)
+    # phase 1: the 2 baseline sweep points; phase 2: coordconv and its one-hot-1 variant, mlp, coordmlp (the
+    # chosen point's other seeds: test_dry_run_...); each phase's multirun in its own sweep directory
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json"))
-    assert len(runs) == 2 + 2 + 2, runs
-    assert "regression-coordconv-onehot1/quarter/seed0" in runs
-    job = tmp_path / "regression-coordconv" / "quarter" / "seed0"
+    assert len(runs) == 2 + 4, runs
+    assert {r.split("/")[0].split("-")[0] for r in runs} == {"phase1", "phase2"}
+    assert any(r.endswith("/regression-coordconv-onehot1/quarter/seed0") for r in runs), runs
+    job = next(tmp_path.glob("phase2-*/regression-coordconv/quarter/seed0"))
     hydra = OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra
     assert hydra.mode == "MULTIRUN" and "joblib" in hydra.launcher._target_  # Hydra's launcher ran it
     assert json.loads((job / "metrics.json").read_text())["history"]["epochs"] == [1]
     written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")}
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert "multirun:" not in again.stdout  # nothing was launched
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")} == written
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")} == written  # nothing trained again
+    log = (job.parents[2] / "sweep.log").read_text()  # each phase's sweep was checked, then continued
+    assert "sweep started: 4 jobs planned" in log and "sweep continued: 4 jobs planned" in log
+    assert (tmp_path / "REPORT.md").read_text().split("## The paper's")[1] == report.split("## The paper's")[1]
 
 
 def test_dry_run_prints_one_multirun_per_product_on_the_chosen_launcher(tmp_path):
@@ -82,8 +84,7 @@ def test_every_planned_kind_composes_to_its_task_and_model(budget):
     groups, sweeps = plan(["classification", "regression", "rendering"], ["uniform", "quarter"], budget, True)
     assert check_kinds(groups, sweeps) is None
     for g in [*groups, *[p for ps in sweeps.values() for p in ps]]:
-        cfg = compose_config(f"+reproduce={g.kind}", f"split={g.split}")
-        validate(cfg)
+        cfg = compose_config(f"+reproduce={g.kind}", f"split={g.split}")  # composed and checked
         assert (cfg.task.name, cfg.split.name, cfg.model.name) == (g.task, g.split, g.model), g.kind
     assert {p.stem for p in KINDS_DIR.glob("*.yaml")} >= {g.kind for g in groups}
 

@@ -1,11 +1,17 @@
-"""Sweeps: the paper's grids compose with the sizes they claim; a multirun writes one summary row per job,
-survives a failing job and says so in its exit status; the launchers; TensorBoard sees one run per job."""
+"""Sweeps: the paper's grids compose with the sizes they claim and every job passes the check before any
+work; a bad value refuses the whole sweep; a multirun writes one summary row per job, survives a failing job
+and says so in its exit status; SIGINT/SIGTERM stop it and rerunning it continues it; one sweep per sweep
+directory; the launchers; TensorBoard sees one run per job; aggregation survives damaged files."""
 import csv
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,8 +19,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from coordexp.aggregate import aggregate
-from coordexp.config import validate
-from coordexp.sweep import planned_jobs
+from coordexp.config import check
+from coordexp.rundir import CHECKPOINT, load_checkpoint
+from coordexp.sweep import check_sweep, planned_jobs
 from coordexp.train import CONFIG_DIR
 from conftest import make_cfg
 
@@ -30,9 +37,25 @@ def compose_with_hydra(*overrides: str):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def multirun(sweep_dir: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def multirun(sweep_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "coordexp.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def start_multirun(sweep_dir: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "coordexp.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wrapped_multirun(sweep_dir: Path, patch: str, *overrides: str) -> subprocess.CompletedProcess:
+    """The sweep's CLI in a process where `patch` (Python source) ran first: to make a job fail or a signal come."""
+    script = (f"import os, signal, sys\nimport coordexp.train\n{patch}\nsys.argv = ['coordexp.train', '-m', "
+              f"*{[*overrides, f'hydra.sweep.dir={sweep_dir}']!r}]\ncoordexp.train.main()\n")
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def summary_rows(sweep_dir: Path) -> list[dict]:
@@ -43,13 +66,12 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
 # --- the paper's grids and settings ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_sweep_config_composes_with_the_grid_size_it_claims(name):
+def test_sweep_config_composes_with_the_grid_size_it_claims_and_every_job_passes_the_check(name):
     claimed = int(re.search(r"(\d+) runs per split", (Path(CONFIG_DIR) / "sweep" / f"{name}.yaml").read_text())[1])
-    cfg = compose_with_hydra(f"sweep={name}")
-    assert planned_jobs(cfg) == claimed
-    for key, values in cfg.hydra.sweeper.params.items():  # every swept value gives a valid run
-        for value in str(values).split(","):
-            validate(make_cfg(f"sweep={name}", f"{key}={value}"))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the check composes, as in the app
+        cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
+        assert planned_jobs(cfg) == claimed
+        assert check_sweep(cfg) == claimed  # every job's config is valid
 
 
 def test_the_paper_deconv_grids_have_the_paper_sizes_and_l2_as_twice_the_weight_decay():
@@ -64,7 +86,7 @@ def test_experiment_pins_its_task_model_and_the_paper_setting_over_the_recipe(na
     task, model = name.split("_")
     for split in ("uniform", "quarter"):
         cfg = make_cfg(f"experiment={name}", f"split={split}")
-        validate(cfg)
+        check(cfg)
         assert (cfg.task.name, cfg.model.name, cfg.split.name) == (task, model, split)
         assert cfg.trainer.batch_size in (16, 256)  # the paper's, not the recipe's
         assert cfg.schedule.name == ("step" if model == "conv" and task != "regression" else "constant")
@@ -76,7 +98,7 @@ def test_slurm_launcher_composes_with_its_defaults():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.partition, launcher.cpus_per_task) == ("gpu", 4)
+    assert (launcher.partition, launcher.cpus_per_task, launcher.max_num_timeout) == ("gpu", 2, 3)
 
 
 # --- aggregation of any folder of runs -----------------------------------------------------------------
@@ -127,6 +149,35 @@ def test_aggregate_cli(tmp_path):
     result = subprocess.run([sys.executable, "-m", "coordexp.aggregate", str(tmp_path / "empty")], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no runs" in result.stderr
+
+
+def test_aggregate_marks_a_damaged_or_partial_metrics_json_unreadable_and_still_writes_the_summary(tmp_path):
+    fake_run(tmp_path / "0_ok", completed("coordconv", 1.0, 1.0))
+    damaged = {"1_truncated": json.dumps(completed("conv", 1.0, 0.0))[:60],  # a disk that filled up
+               "2_no_status": json.dumps({"task": "classification", "train": {"accuracy": 1.0}}),
+               "3_not_an_object": "[1, 2]",
+               "4_not_utf8": "\udcff"}
+    for job, text in damaged.items():
+        fake_run(tmp_path / job, None)
+        (tmp_path / job / "metrics.json").write_bytes(text.encode(errors="surrogateescape"))
+    fake_run(tmp_path / "5_damaged_hydra", completed("conv", 0.5, 0.0))
+    (tmp_path / "5_damaged_hydra" / ".hydra" / "config.yaml").write_text("task: [")
+    result = subprocess.run([sys.executable, "-m", "coordexp.aggregate", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "6 jobs: 2 completed, 4 unreadable" in result.stdout
+    rows = {r["job"]: r for r in summary_rows(tmp_path)}
+    assert [rows[job]["status"] for job in damaged] == ["unreadable"] * 4
+    assert "JSONDecodeError" in rows["1_truncated"]["error"] and "has no status" in rows["2_no_status"]["error"]
+    assert "JSON list" in rows["3_not_an_object"]["error"] and "UnicodeDecodeError" in rows["4_not_utf8"]["error"]
+    assert rows["5_damaged_hydra"]["status"] == "completed" and rows["5_damaged_hydra"]["model"] == "conv"
+    assert "4 unreadable" in (tmp_path / "summary.md").read_text() and (tmp_path / "summary.png").exists()
+
+
+def test_coordexp_uses_only_hydras_public_api():
+    for path in (REPO / "coordexp").glob("*.py"):
+        text = path.read_text()
+        assert "hydra._internal" not in text and "_return_value" not in text, path
 
 
 # --- real sweeps on the command line -------------------------------------------------------------------
@@ -184,28 +235,159 @@ def test_tensorboard_sees_one_run_per_job_with_its_hparams(joblib_sweep):
     assert len(seen) == 4  # the HParams dashboard tells the jobs apart
 
 
-def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
+def test_failing_and_diverging_jobs_are_recorded_and_the_others_complete(tmp_path):
+    # seed 1's jobs raise while building (injected); lr=1e300 diverges: four outcomes, the sweep goes on
+    patch = """
+real = coordexp.train.build_run
+def build_run(cfg, device):
+    if cfg.seed == 1:
+        raise RuntimeError("injected failure")
+    return real(cfg, device)
+coordexp.train.build_run = build_run
+"""
+    result = wrapped_multirun(tmp_path, patch, *TINY, "seed=0,1", "optimizer.lr=0.001,1e300")
+    assert result.returncode == 1, result.stderr
+    assert "3 of 4 jobs did not complete (1 diverged, 2 failed)" in result.stderr
+    rows = summary_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["completed", "diverged", "failed", "failed"]
+    assert "non-finite" in rows[1]["error"] and "injected failure" in rows[2]["error"]
+    log = (tmp_path / rows[2]["job"] / "train.log").read_text()
+    assert "Traceback" in log and "injected failure" in log  # with its traceback
+    assert "status=failed error=RuntimeError('injected failure')" in (tmp_path / "sweep.log").read_text()
+
+
+BAD_SWEEPS = [  # (id, overrides, texts of the one line it must print)
+    ("unknown group choice", ["model=coordconv,foo"],
+     ["model='foo' is invalid: valid choices: conv, coordconv, coordmlp, mlp", "sweep job 2 of 2"]),
+    ("value out of range", ["optimizer.lr=0.01,-1"], ["optimizer.lr=-1", "(0, inf]", "sweep job 2 of 2"]),
+    ("value of the wrong type", ["trainer.epochs=1,abc"], ["trainer.epochs='abc'", "integer >= 1"]),
+    ("bad combination", ["optimizer=sgd", "optimizer.nesterov=false,true", "optimizer.momentum=0,0.9"],
+     ["optimizer.nesterov", "> 0", "sweep job 3 of 4"]),
+    ("larger than the training set", ["trainer.batch_size=99999,8"], ["trainer.batch_size=99999"]),
+    ("unknown key", ["trainer.epoch=1,2"], ["trainer.epoch=1 is invalid"]),
+    ("resume in a sweep", ["resume=a,b"], ["resume='a' is invalid with -m"]),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_sweeps(tmp_path_factory):
+    """Every bad sweep through the real CLI, a few at a time: {id: (sweep dir, result)}."""
+    dirs = {case_id: tmp_path_factory.mktemp("bad") / "sweep" for case_id, _, _ in BAD_SWEEPS}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case_id: pool.submit(multirun, dirs[case_id], *TINY, *overrides)
+                   for case_id, overrides, _ in BAD_SWEEPS}
+    return {case_id: (dirs[case_id], future.result()) for case_id, future in futures.items()}
+
+
+@pytest.mark.parametrize("case_id, overrides, texts", BAD_SWEEPS, ids=[c[0] for c in BAD_SWEEPS])
+def test_a_bad_value_refuses_the_whole_sweep_before_any_work(bad_sweeps, case_id, overrides, texts):
+    sweep_dir, result = bad_sweeps[case_id]
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coordexp: error:") and "nothing was run" in lines[0], lines
+    for text in texts:
+        assert text in lines[0]
+    assert not sweep_dir.exists()  # nothing written
+
+
+# --- stopping a sweep, continuing it, one sweep per directory -------------------------------------------
+
+STOPPABLE = [*TINY, "data.canvas=16", "data.square=5", "trainer.epochs=3", "trainer.max_steps_per_epoch=60",
+             "seed=0,1,2"]  # 3 jobs; each has two epochs left after its first checkpoint
+
+
+def final_state(job_dir: Path) -> tuple:
+    metrics = json.loads((job_dir / "metrics.json").read_text())
+    weights = load_checkpoint(job_dir / CHECKPOINT)["model"]
+    return ({k: metrics[k] for k in ("status", "epochs", "step", "train", "test")},
+            {k: v.tolist() for k, v in weights.items()})
+
+
+def test_sigint_stops_a_sweep_and_rerunning_it_completes_it_identically(tmp_path):
+    reference = start_multirun(tmp_path / "reference", *STOPPABLE)
+    sweep = start_multirun(tmp_path / "sweep", *STOPPABLE)
+    deadline = time.time() + 240
+    while not list((tmp_path / "sweep").glob(f"*/{CHECKPOINT}")):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, err
+    assert "sweep stopped by SIGINT" in err and f"hydra.sweep.dir={tmp_path / 'sweep'}" in err
+    statuses = [r["status"] for r in summary_rows(tmp_path / "sweep")]
+    # the running job checkpointed and is recorded interrupted; no job started after the signal
+    assert statuses[-1] == "interrupted" and set(statuses[:-1]) <= {"completed"}, statuses
+    assert len(job_dirs(tmp_path / "sweep")) == len(statuses)
+    assert (tmp_path / "sweep" / "sweep.log").read_text().splitlines()[-1].startswith("sweep stopped: ")
+    again = multirun(tmp_path / "sweep", *STOPPABLE)
+    assert again.returncode == 0, again.stderr
+    assert reference.wait(timeout=300) == 0
+    assert [d.name for d in job_dirs(tmp_path / "sweep")] == [d.name for d in job_dirs(tmp_path / "reference")]
+    for job, expected in zip(job_dirs(tmp_path / "sweep"), job_dirs(tmp_path / "reference")):
+        assert final_state(job) == final_state(expected)
+    log = (tmp_path / "sweep" / "sweep.log").read_text().splitlines()
+    assert log[log.index("sweep continued: 3 jobs planned") + 1].startswith("job 1/3 done: ")
+
+
+def test_a_signal_between_jobs_is_not_lost(tmp_path):
+    # SIGTERM arrives after job 0 trained, before the next job: job 0 is completed, no other job starts
+    patch = """
+real = coordexp.train.train
+def train(cfg, *args, **kwargs):
+    metrics = real(cfg, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return metrics
+coordexp.train.train = train
+"""
+    result = wrapped_multirun(tmp_path, patch, *TINY, "seed=0,1,2")
+    assert result.returncode == 143, result.stderr
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["completed"]
+    assert len(job_dirs(tmp_path)) == 1
+
+
+def test_sigint_to_a_joblib_sweep_stops_its_workers_jobs(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    # the config check refuses Nesterov without momentum in that job alone: one job of four fails
-    result = multirun(tmp_path, *TINY, "optimizer=sgd", "optimizer.nesterov=false,true", "optimizer.momentum=0,0.9",
-                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    assert result.returncode == 1
-    assert "1 of 4 jobs did not complete (1 failed)" in result.stderr
-    rows = summary_rows(tmp_path)
-    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "completed"]
-    assert "optimizer.nesterov=true optimizer.momentum=0" in rows[2]["overrides"].lower()
-    assert "Nesterov" in rows[2]["error"]
-    assert "Nesterov" in (tmp_path / rows[2]["job"] / "train.log").read_text()  # with its traceback
-    assert "status=failed error=ConfigError" in (tmp_path / "sweep.log").read_text()
+    args = [*STOPPABLE[:-1], "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    sweep = start_multirun(tmp_path, *args)
+    deadline = time.time() + 240
+    while not list(tmp_path.glob(f"*/{CHECKPOINT}")):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGINT)  # to the sweep's process only: its workers learn it from the sweep directory
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, err
+    statuses = [r["status"] for r in summary_rows(tmp_path)]
+    assert "interrupted" in statuses and set(statuses) <= {"completed", "interrupted"} and len(statuses) < 4
+    again = multirun(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["completed"] * 4
 
 
-def test_a_job_with_a_bad_config_fails_alone(tmp_path):
-    # basic launcher, one job after the other: the bad first job does not stop the second
-    result = multirun(tmp_path, *TINY, "trainer.batch_size=99999,8")
-    assert result.returncode == 1
-    rows = summary_rows(tmp_path)
-    assert [r["status"] for r in rows] == ["failed", "completed"]
-    assert "ConfigError" in rows[0]["error"] and "trainer.batch_size" in rows[0]["error"]
+def test_rerunning_a_completed_sweep_trains_nothing(joblib_sweep, tmp_path):
+    sweep_dir, _ = joblib_sweep
+    shutil.copytree(sweep_dir, tmp_path / "sweep")
+    checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob(f"*/{CHECKPOINT}")}
+    result = multirun(tmp_path / "sweep", *TINY, "split=uniform,quarter", "seed=0,1")  # basic launcher this time
+    assert result.returncode == 0, result.stderr
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints and len(checkpoints) == 4
+    assert (result.stdout + result.stderr).count("already holds this run, completed: not run again") == 4
+    assert (tmp_path / "sweep" / "sweep.log").read_text().splitlines()[-6] == "sweep continued: 4 jobs planned"
+
+
+def test_a_used_sweep_directory_refuses_another_sweep_and_a_held_one_any(joblib_sweep, tmp_path):
+    sweep_dir, _ = joblib_sweep
+    before = sorted((p, p.stat().st_mtime_ns) for p in sweep_dir.rglob("*") if p.is_file())
+    result = multirun(sweep_dir, *TINY, "seed=5,6")
+    assert result.returncode == 2 and "holds another sweep" in result.stderr and str(sweep_dir) in result.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in sweep_dir.rglob("*") if p.is_file()) == before
+    # two sweeps at once into one directory: the second is refused, whether the first still runs or has ended
+    first = start_multirun(tmp_path, *TINY, "seed=0,1")
+    second = start_multirun(tmp_path, *TINY, "seed=2,3")
+    codes = sorted([first.wait(timeout=300), second.wait(timeout=300)])
+    assert codes == [0, 2]
+    assert len(summary_rows(tmp_path)) == 2
+    progress = [line for line in (tmp_path / "sweep.log").read_text().splitlines() if line.startswith("job ")]
+    assert sorted(line.split(" done")[0] for line in progress) == ["job 1/2", "job 2/2"]
 
 
 def test_submitit_local_runs_a_two_job_sweep(tmp_path):

@@ -60,12 +60,37 @@ def test_rendering_iou_on_hand_made_masks():
     assert per["iou"].tolist() == pytest.approx([1.0, 72 / 90, 0.0])
 
 
-@pytest.mark.parametrize("loss", ["bce", "mse"])
+@pytest.mark.parametrize("loss", ["bce", "mse_sigmoid"])
 def test_rendering_losses_are_lower_for_better_predictions(loss):
     t = task("rendering", f"task.loss={loss}")
     _, targets = t.build(torch.tensor([[20, 20]]))
     good = (targets * 2 - 1) * 10
     assert t.loss(good, targets) < t.loss(torch.zeros_like(targets), targets) < t.loss(-good, targets)
+
+
+def test_rendering_mse_is_on_the_logits_as_the_authors_and_mse_sigmoid_on_the_probabilities():
+    _, targets = task("rendering").build(torch.tensor([[20, 20]]))
+    logits = (targets * 2 - 1) * 10  # sigmoid ~ the target, logits far from it
+    assert task("rendering", "task.loss=mse").loss(targets, targets).item() == 0
+    assert task("rendering", "task.loss=mse").loss(logits, targets).item() == pytest.approx(
+        ((logits - targets) ** 2).mean().item())
+    assert task("rendering", "task.loss=mse_sigmoid").loss(logits, targets).item() < 1e-8
+
+
+def test_gray_squares_scored_as_the_authors_cap_iou_at_their_value():
+    gray = 128 / 255
+    weighted = task("rendering", "data.square_value=0.50196")
+    binary = task("rendering", "data.square_value=0.50196", "task.iou=binary")
+    _, targets = weighted.build(torch.tensor([[20, 20]]))
+    perfect = torch.where(targets > 0, 10.0, -10.0)
+    assert weighted.per_example(perfect, targets)["iou"].item() == pytest.approx(gray, abs=1e-4)
+    assert binary.per_example(perfect, targets)["iou"].item() == 1.0
+    ones = task("rendering")  # binary squares: the two scores agree
+    _, square = ones.build(torch.tensor([[20, 20]]))
+    shifted = torch.full((1, 64, 64), -10.0)
+    shifted[0, 16:25, 17:26] = 10.0
+    assert ones.per_example(shifted, square)["iou"].item() == pytest.approx(72 / 90)
+    assert task("rendering", "task.iou=binary").per_example(shifted, square)["iou"].item() == pytest.approx(72 / 90)
 
 
 @pytest.mark.parametrize("name", ["classification", "regression", "rendering"])

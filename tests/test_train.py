@@ -9,9 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from coordexp.train import train
 from conftest import make_cfg
 
-TASKS = ["classification", "regression", "rendering"]
-SPLITS = ["uniform", "quarter"]
-FAMILIES = ["conv", "coordconv", "mlp", "coordmlp"]
+from coordexp.config import FAMILIES, SPLITS, TASKS
+from coordexp.tasks import TASK_CLASSES
 # The paper's counts for the default models (PAPER.md); None: no count in the paper. The deconv painter's recipe
 # is the fs=3, mul=1 point of the paper's grid (its 409,921-param fs=3, mul=2 size: test_models.py).
 PAPER_PARAMS = {
@@ -36,7 +35,7 @@ def test_every_combination_runs_and_writes_its_outputs(tmp_path, smoke, task, sp
     assert (written["task"], written["split"], written["model"]) == (task, split, family)
     for key in ("params", "epochs", "wall_seconds", "train", "test"):
         assert key in written
-    headline = {"classification": "accuracy", "regression": "pixel_error", "rendering": "iou"}[task]
+    headline = TASK_CLASSES[task].headline
     assert headline in written["train"] and headline in written["test"]
     expected = PAPER_PARAMS.get((task, family), PAPER_PARAMS.get((task, family, split)))
     if expected is not None:

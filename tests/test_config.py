@@ -1,0 +1,69 @@
+"""The config schema: declared once (coordexp/config.py), every composed config checked against it."""
+import dataclasses
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from coordexp.compose import compose_config
+from coordexp.config import SCHEMAS, Config, ConfigError, Data, OptimizerArgs, Schedule, Trainer, check
+
+ALL_SCHEMAS = [Config, Data, Schedule, Trainer, OptimizerArgs] + [s for o in SCHEMAS.values() for s in o.values()]
+
+
+@pytest.mark.parametrize("schema", ALL_SCHEMAS, ids=lambda s: s.__name__)
+def test_every_number_in_the_schema_has_a_range(schema):
+    for f in dataclasses.fields(schema):
+        if f.type in ("int", "float", "Optional[int]", "Optional[float]"):
+            assert "check" in f.metadata, f"{schema.__name__}.{f.name} has a type but no range"
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
+@pytest.mark.parametrize("model", ["conv", "coordconv", "mlp", "coordmlp"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_composed_config_is_typed_complete_and_checked(task, model, optimizer):
+    extra = ["~optimizer.betas"] if optimizer in ("sgd", "rmsprop") and (task, model) == ("classification",
+                                                                                         "coordconv") else []
+    cfg = compose_config(f"task={task}", f"model={model}", f"optimizer={optimizer}", *extra)
+    assert OmegaConf.missing_keys(cfg) == set()
+    for group, options in SCHEMAS.items():  # each group option is bound to its own schema
+        assert OmegaConf.get_type(cfg[group]) is options[cfg[group].name]
+    assert OmegaConf.get_type(cfg.trainer) is Trainer and OmegaConf.get_type(cfg) is Config
+    check(cfg)
+
+
+def test_choices_are_plain_strings_in_comparisons_json_and_text():
+    cfg = compose_config("task=rendering", "model=coordconv", "trainer.precision=bf16")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.trainer.precision == "bf16" and f"{cfg.trainer.precision}" == "bf16" and str(cfg.task.loss) == "bce"
+    assert json.loads(json.dumps(container))["trainer"]["precision"] == "bf16"
+    assert "precision: bf16" in OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["+trainer.epoch=3"], ["trainer.epoch", "not in struct"]),  # an appended key gets past Hydra, not the check
+    (["optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
+    (["optimizer.betas=[0.9,1.0]"], ["optimizer.betas", "[0, 1)"]),
+    (["trainer.epochs=2.5"], ["trainer.epochs", "integer >= 1"]),
+    (["model=conv", "model.regressor=diagonal"], ["model.regressor", "uniform, quarter"]),
+    (["task=rendering", "task.loss=l1"], ["task.loss", "bce, mse"]),
+    (["recipe=none"], ["recipe=none", "classification_coordconv"]),
+])
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words):
+    with pytest.raises(ConfigError) as error:
+        compose_config(*overrides)
+    assert all(word in str(error.value) for word in words), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path):
+    from coordexp.compose import check_command_line
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="model=foo is invalid"):
+        check_command_line(["model=foo", f"hydra.run.dir={run_dir}"])
+    with pytest.raises(ConfigError, match="not in struct"):
+        check_command_line(["model=mlp", "+model.foo=1", f"hydra.run.dir={run_dir}"])
+    check_command_line(["--help", "model=foo"])  # Hydra's own flags: nothing of ours to check
+    check_command_line(["-m", "model=conv,foo"])  # a sweep is checked when it starts (coordexp.sweep.check_sweep)
+    check_command_line([f"hydra.run.dir={run_dir}", "debug=fast"])
+    assert not run_dir.exists()
