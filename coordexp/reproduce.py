@@ -187,7 +187,9 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
               f"-> {directory}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "reproduce.log", "a") as log:  # the multiruns' own output: Hydra's and every job's log
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code:  # its jobs that did not complete are listed in the report
+            print(f"  the multirun exited with status {code}: see {out / 'reproduce.log'}", flush=True)
     for group, seed in jobs:
         row = read_run(where[group.kind, group.split, seed], out)
         group.runs.append(row)
@@ -372,17 +374,20 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
 
 
 def full_grids(out: Path, args) -> int:
-    """Run (or with --dry-run print) the paper's whole grids, one multirun per sweep over both splits."""
+    """Run (or with --dry-run print) the paper's whole grids, one multirun per sweep over both splits; the exit
+    status is the first non-zero one of a multirun."""
+    failed = 0
     for sweep in FULL_GRIDS:
         command = [sys.executable, "-m", "coordexp.train", "-m", f"sweep={sweep}", "split=uniform,quarter",
                    f"hydra.sweep.dir={out / 'full' / sweep}", "trainer.progress=false",
                    *launcher_overrides(args.launcher, args.workers), *args.overrides]
         if args.dry_run:
-            print("python " + " ".join(command[1:]))
+            print(shlex.join(["python", *command[1:]]))
             continue
         print(f"  {sweep}: {out / 'full' / sweep}", flush=True)
-        subprocess.run(command)
-    return 0
+        code = subprocess.run(command).returncode
+        failed = failed or code
+    return failed
 
 
 def check_kinds(groups: list[Group], sweeps: dict) -> str | None:
