@@ -84,7 +84,8 @@ def composition_error(error: Exception, overrides: list[str]) -> str:
         parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
         elsewhere = [f"{parent}={option}" for option, schema in SCHEMAS.get(parent, {}).items()
                      if full_key.rsplit(".", 1)[-1] in {f.name for f in dataclasses.fields(schema)}]
-        return (f"{full_key} is not a config key here (not in struct {parent or 'config'})"
+        written = next((o for o in overrides if override_keys([o])[0] == full_key), full_key)
+        return (f"{written} is invalid: {full_key} is not a config key here (not in struct {parent or 'config'})"
                 + (f"; it is a key of {', '.join(elsewhere)}" if elsewhere else "")
                 + "; python -m coordexp.train --cfg job lists the keys")
     return message

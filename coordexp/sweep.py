@@ -33,6 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from coordexp.aggregate import aggregate, describe, read_job
+from coordexp.compose import composition_error
 from coordexp.config import ConfigError, check
 from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
@@ -99,8 +100,8 @@ def check_sweep(config: DictConfig) -> int | None:
             for override in swept:
                 try:
                     OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-                except Exception as error:  # an unknown key, or a value its type refuses
-                    raise ConfigError(f"{override.input_line} is invalid: {_first_line(error)}") from None
+                except Exception as error:  # an unknown key, or a value its type refuses: as a single run says it
+                    raise ConfigError(composition_error(error, [override.input_line])) from None
             if cfg.resume is not None:
                 raise ConfigError(f"resume={cfg.resume!r} is invalid with -m: a sweep is continued by running its "
                                   "own command again with its hydra.sweep.dir")
