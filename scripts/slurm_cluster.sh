@@ -55,7 +55,7 @@ answers() {
         mariadbd) mariadb-admin --protocol=socket ping ;;
         slurmdbd) sacctmgr -n list cluster ;;
         slurmctld) scontrol ping | grep -q UP ;;
-        slurmd) [[ $(sinfo -h -n "$NODE" -o %T 2>/dev/null) =~ ^(idle|mixed|allocated|completing) ]] ;;
+        slurmd) [[ $(sinfo -h -n "$NODE" -o %T 2>/dev/null) =~ ^(idle|mixed|allocated|completing|planned)$ ]] ;;  # planned: idle, held for a pending job
     esac
 }
 

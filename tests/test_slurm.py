@@ -29,12 +29,16 @@ SMALL_JOBS = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.l
               f"hydra.launcher.name={JOB_NAME}"]
 
 
+ANSWERING = {"idle", "mixed", "allocated", "completing", "planned"}  # sinfo's %T of a node that takes jobs
+
+
 def cluster_absent() -> str:
     """Why no SLURM cluster answers here, or '' if one does."""
     if shutil.which("sinfo") is None:
         return "no SLURM client (sinfo) installed; sudo scripts/slurm_cluster.sh up makes a local cluster"
     probe = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if probe.returncode != 0 or not {"idle", "mixed", "allocated"} & set(probe.stdout.split()):
+    # a trailing * is a node that does not respond; planned is an idle node held for a pending job
+    if probe.returncode != 0 or not ANSWERING & set(probe.stdout.split()):
         return f"no SLURM node answers (sinfo: {(probe.stderr or probe.stdout).strip() or 'no node'})"
     return ""
 

@@ -347,7 +347,9 @@ coordexp.train.train = train
 
 def test_sigint_to_a_joblib_sweep_stops_its_workers_jobs(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    args = [*STOPPABLE[:-1], "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    # workers look at the stop file once a second: each job has many seconds left after its first checkpoint
+    longer = [arg if arg != "trainer.epochs=3" else "trainer.epochs=30" for arg in STOPPABLE[:-1]]
+    args = [*longer, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     sweep = start_multirun(tmp_path, *args)
     deadline = time.time() + 240
     while not list(tmp_path.glob(f"*/{CHECKPOINT}")):
