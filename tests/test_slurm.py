@@ -227,3 +227,19 @@ def test_a_job_that_reaches_its_slurm_time_limit_is_requeued_and_continues_to_th
     run_dir = job_dir(tmp_path / "sweep", 0)
     assert_continued(run_dir)
     assert_same_result(run_dir, reference)
+
+
+# --- the reproduction on the cluster --------------------------------------------------------------------
+
+def test_the_reproduction_runs_its_jobs_as_slurm_jobs_and_reports(tmp_path):
+    # the issue's `python -m coordexp.reproduce --tasks classification --seeds 0 --launcher slurm`, shrunk
+    out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--smoke", "--tasks", "classification",
+                          "--splits", "quarter", "--seeds", "0", "--launcher", "slurm", "--out", str(tmp_path),
+                          *SMALL_JOBS[1:]], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "| classification | quarter |" in (tmp_path / "REPORT.md").read_text()
+    runs = [p.parent for p in tmp_path.rglob("metrics.json")]
+    assert len(runs) == 2 + 3, runs  # the two sweep points; coordconv, mlp, coordmlp
+    for sweep_dir in {run.parents[2] for run in runs}:  # <phase>/<kind>/<split>/seed<n>
+        jobs = [p.name for p in (sweep_dir / ".submitit").glob("*") if p.is_dir()]
+        assert jobs and all(sacct(job)[-1][1] == "COMPLETED" for job in jobs), (sweep_dir, jobs)
