@@ -2,6 +2,8 @@
 
 `python -m coordexp.aggregate DIR` does it for any folder of runs: a sweep, one cut short, or single
 runs. The sweep callback (`coordexp.sweep`) does it for the sweep directory when a multirun ends.
+`--x KEY --y METRIC` also plots METRIC against the swept value KEY, mean and min-max over seeds, one line
+per combination of the other swept keys, with its table (METRIC-vs-KEY.png, .md, .csv).
 """
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import csv
 import io
 import json
 import re
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
@@ -158,10 +162,140 @@ def train_test_figure(rows: list[dict]) -> Figure:
     return fig
 
 
+# --- a metric against a swept value -------------------------------------------------------------------------
+
+SEED_KEY = "seed"  # the key whose values are the repeats: averaged over, never a line of its own
+NOT_METRICS = ("seed",)  # numeric columns that are identities, not results
+
+
+def job_overrides(job_dir: Path) -> dict[str, str]:
+    """A job's overrides as {key: value text} from .hydra/overrides.yaml (a leading + or ++ dropped)."""
+    overrides = read_yaml(job_dir / ".hydra" / "overrides.yaml", [])
+    pairs = (str(o).split("=", 1) for o in overrides if "=" in str(o)) if isinstance(overrides, list) else ()
+    return {key.lstrip("+"): value for key, value in pairs}
+
+
+def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
+    """The override keys that take more than one value over the jobs, in order of first appearance."""
+    keys = dict.fromkeys(key for job in overrides for key in job)
+    return [key for key in keys if len({job.get(key) for job in overrides}) > 1]
+
+
+def metric_columns(rows: list[dict]) -> list[str]:
+    """The columns with a number in some completed row: params, epochs, wall_seconds, train_*, test_*, ..."""
+    done = [row for row in rows if row["status"] == "completed"]
+    columns = dict.fromkeys(key for row in done for key, value in row.items()
+                            if isinstance(value, (int, float)) and not isinstance(value, bool))
+    return [key for key in columns if key not in NOT_METRICS]
+
+
+def as_number(text: str | None) -> float | str | None:
+    """An override's value as a float when it reads as one (1e-4, 0.5, 3), else the text itself."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def value_order(text: str | None) -> tuple:
+    """Sort key of swept values: numbers first, by value, then the rest by text."""
+    value = as_number(text)
+    return (0, value, "") if isinstance(value, float) else (1, 0.0, str(value))
+
+
+def sweep_choices_error(rows: list[dict], overrides: list[dict[str, str]], x: str, y: str) -> str | None:
+    """Why `--x x --y y` cannot be plotted for these jobs (the bad value and the valid choices), or None."""
+    keys, metrics = swept_keys(overrides), metric_columns(rows)
+    if x not in keys:
+        valid = ", ".join(keys) or "none (no override key takes more than one value)"
+        return f"--x={x} is not a swept key of these runs; valid choices: {valid}"
+    if y not in metrics:
+        return f"--y={y} is not a metric of these runs' completed jobs; valid choices: {', '.join(metrics) or 'none'}"
+    return None
+
+
+def sweep_table(rows: list[dict], overrides: list[dict[str, str]], x: str, y: str) -> list[dict]:
+    """Metric `y` of the completed jobs, grouped by (the other swept keys, x), over seeds: one dict per point with
+    the group's label, x, n, mean, std (sample; 0 for one job), min and max; groups and x in a stable order."""
+    others = [key for key in swept_keys(overrides) if key not in (x, SEED_KEY)]
+    points: dict[tuple[str, str], list[float]] = {}
+    for row, job in zip(rows, overrides):
+        value = row.get(y)
+        if row["status"] != "completed" or not isinstance(value, (int, float)):
+            continue
+        group = " ".join(f"{key}={job.get(key)}" for key in others) or "all jobs"
+        points.setdefault((group, job.get(x)), []).append(float(value))
+    x_values = sorted({x_value for _, x_value in points}, key=value_order)
+    groups = list(dict.fromkeys(group for group, _ in points))
+    return [{"group": group, x: x_value, "n": len(values), "mean": statistics.fmean(values),
+             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
+            for group in groups for x_value in x_values if (values := points.get((group, x_value)))]
+
+
+def sweep_figure(table: list[dict], x: str, y: str) -> Figure:
+    """Mean of `y` against `x`, one line per group, the band (numeric x) or bars (other x) from min to max."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6), layout="constrained")
+    labels = list(dict.fromkeys(str(point[x]) for point in table))
+    numeric = all(isinstance(as_number(label), float) for label in labels)
+    position = {label: (as_number(label) if numeric else i) for i, label in enumerate(labels)}
+    for i, group in enumerate(dict.fromkeys(point["group"] for point in table)):
+        here = [point for point in table if point["group"] == group]
+        xs = np.array([position[str(point[x])] for point in here], dtype=float)
+        mean, low, high = (np.array([point[k] for point in here]) for k in ("mean", "min", "max"))
+        n = "/".join(sorted({str(point["n"]) for point in here}))
+        ax.plot(xs, mean, "o-", color=f"C{i}", label=f"{group} (n={n})")
+        if numeric:
+            ax.fill_between(xs, low, high, color=f"C{i}", alpha=0.2, linewidth=0)
+        else:
+            ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt="none", color=f"C{i}", capsize=4)
+    if numeric:
+        values = np.array([position[label] for label in labels])
+        if values.min() >= 0 and values.max() > 0 and values.max() / values[values > 0].min() >= 100:
+            # a decades-wide sweep (weight decay, lr): log scale, linear near zero when 0 is one of the values
+            ax.set_xscale("symlog", linthresh=values[values > 0].min()) if values.min() == 0 else ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set(xlabel=x, ylabel=y, title=f"{y} against {x}\nline: mean over seeds; shaded or bars: min to max")
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def sweep_markdown(table: list[dict], x: str, y: str, rows: list[dict]) -> str:
+    """The table of `sweep_table` in markdown, after a line saying what it holds."""
+    lines = [f"# {y} against {x}", "", f"{describe(rows)}; completed jobs with a value of {y} are averaged over "
+             "seeds (std: sample standard deviation).", "", f"| group | {x} | n | mean | std | min | max |",
+             "|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cell(point[k]) for k in ("group", x, "n", "mean", "std", "min", "max")) + " |"
+              for point in table]
+    return "\n".join(lines) + "\n"
+
+
+def plot_against_swept(root: Path, rows: list[dict], x: str, y: str) -> list[str]:
+    """Write root/Y-vs-X.png, .md and .csv: metric `y` against swept key `x`; return the file names.
+    The caller checks the choices first (`sweep_choices_error`)."""
+    overrides = [job_overrides(root / row["job"]) for row in rows]
+    table = sweep_table(rows, overrides, x, y)
+    stem = f"{y}-vs-{x}"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["group", x, "n", "mean", "std", "min", "max"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    csv_data, md_data = out.getvalue().encode(), sweep_markdown(table, x, y, rows).encode()
+    atomic_write(root / f"{stem}.csv", lambda f: f.write(csv_data))
+    atomic_write(root / f"{stem}.md", lambda f: f.write(md_data))
+    save_figure(sweep_figure(table, x, y), root / f"{stem}.png")
+    return [f"{stem}.png", f"{stem}.md", f"{stem}.csv"]
+
+
+def read_rows(root: Path) -> list[dict]:
+    """The summary row of every run under `root`, in job order."""
+    return [read_job(job_dir, root) for job_dir in find_jobs(root)]
+
+
 def aggregate(root: str | Path) -> list[dict]:
     """Read every run under `root` and write root/summary.csv, summary.md and summary.png; return the rows."""
     root = Path(root)
-    rows = [read_job(job_dir, root) for job_dir in find_jobs(root)]
+    rows = read_rows(root)
     csv_data, md_data = csv_text(rows).encode(), markdown_text(rows, f"Summary of {root.resolve().name}").encode()
     atomic_write(root / "summary.csv", lambda f: f.write(csv_data))
     atomic_write(root / "summary.md", lambda f: f.write(md_data))
@@ -170,16 +304,30 @@ def aggregate(root: str | Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: aggregate DIR; exit status 2 when DIR holds no runs."""
+    """CLI: aggregate DIR [--x KEY --y METRIC]; exit status 2, nothing written, when DIR holds no runs or
+    KEY / METRIC is not one of its swept keys / metrics."""
     parser = argparse.ArgumentParser(prog="python -m coordexp.aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep directory or any folder of runs (searched recursively)")
+    parser.add_argument("--x", metavar="KEY", help="a swept override key (e.g. optimizer.weight_decay): the x axis")
+    parser.add_argument("--y", metavar="METRIC", help="a metric column (e.g. epochs, test_pixel_error): the y axis")
     args = parser.parse_args(argv)
+    if (args.x is None) != (args.y is None):
+        parser.error("--x and --y go together")  # exit status 2
     if not args.dir.is_dir() or not find_jobs(args.dir):
         print(f"coordexp.aggregate: error: no runs under {args.dir} (no metrics.json or .hydra/ found)",
               file=sys.stderr)
         return 2
+    if args.x is not None:
+        rows = read_rows(args.dir)
+        error = sweep_choices_error(rows, [job_overrides(args.dir / row["job"]) for row in rows], args.x, args.y)
+        if error:
+            print(f"coordexp.aggregate: error: {error}", file=sys.stderr)
+            return 2
     rows = aggregate(args.dir)
-    print(f"{describe(rows)}; wrote summary.csv, summary.md, summary.png in {args.dir}")
+    written = ["summary.csv", "summary.md", "summary.png"]
+    if args.x is not None:
+        written += plot_against_swept(args.dir, rows, args.x, args.y)
+    print(f"{describe(rows)}; wrote {', '.join(written)} in {args.dir}")
     return 0
 
 

@@ -150,6 +150,8 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
         return state.wall_seconds + time.perf_counter() - session_start
 
     model.train()
+    if trainer.plots and state.step == 0:  # the parameters as initialised: where their histograms start
+        runlog.parameter_histograms(model, 0)
     for epoch in range(state.epoch, trainer.epochs):
         epoch_start = time.perf_counter()
         if state.perm is None:
@@ -184,6 +186,8 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             state.history.metrics.append(evaluation.metrics)
             runlog.scalars({f"{part}/{name}": value for part, values in evaluation.metrics.items()
                             for name, value in values.items()}, state.epoch)
+            if trainer.plots:
+                runlog.parameter_histograms(model, state.epoch)
             test = evaluation.metrics["test"]
             latest = f"test {task.headline} {test[task.headline]:.4g}"
             progress.clear()

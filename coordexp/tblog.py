@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, EventAccumulator
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
@@ -31,6 +34,10 @@ def flat_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
     return flat
 
 
+PARAMETERS = "parameters"  # the tag prefix of the parameter histograms
+HISTOGRAM_BINS = 48  # equal-width bins between a tensor's min and max
+
+
 class RunLog:
     """A SummaryWriter on the run directory with the few calls the training loop needs.
 
@@ -49,6 +56,27 @@ class RunLog:
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
+
+    def parameter_histograms(self, model: nn.Module, step: int) -> None:
+        """A histogram of every parameter tensor of `model`, tagged parameters/<name> (called at evaluations)."""
+        for name, parameter in model.named_parameters():
+            values = parameter.detach().float().cpu()
+            self.writer.add_histogram(f"{PARAMETERS}/{name}", values, step, bins=HISTOGRAM_BINS)
+
+    def parameter_history(self) -> dict[str, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """Every parameter histogram this run logged, every session's, as {name: [(step, edges, counts), ...]},
+        read back from the event files (what a resumed session purged is gone, as TensorBoard shows it)."""
+        self.writer.flush()
+        events = EventAccumulator(self.writer.get_logdir(), size_guidance={HISTOGRAMS: 0})
+        events.Reload()
+        history = {}
+        for tag in events.Tags()[HISTOGRAMS]:
+            if tag.startswith(f"{PARAMETERS}/"):
+                history[tag.removeprefix(f"{PARAMETERS}/")] = [
+                    # bucket i spans (limit[i-1], limit[i]]; bucket 0 is the empty one that carries the left edge
+                    (e.step, np.array(e.histogram_value.bucket_limit), np.array(e.histogram_value.bucket[1:]))
+                    for e in events.Histograms(tag)]
+        return history
 
     def figure(self, tag: str, fig: Figure, step: int) -> None:
         self.writer.add_figure(tag, fig, step, close=False)

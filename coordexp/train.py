@@ -25,6 +25,7 @@ from torch import nn
 from coordexp.compose import CONFIG_DIR, compose_config, exit_on_bad_command_line, resumed_config  # noqa: F401
 from coordexp.config import ConfigError
 from coordexp.data import Dataset, square_centres, held_out_mask
+from coordexp.inside import inside_figures
 from coordexp.loop import Diverged, Evaluation, check_evaluation, evaluate, fit, training_over
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
@@ -54,11 +55,14 @@ def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
     return Dataset(centres, inputs, targets, train_idx.to(device), test_idx.to(device))
 
 
-def write_plots(task, data: Dataset, evaluation: Evaluation, cfg: DictConfig, run_dir: Path, runlog: RunLog,
-                step: int) -> list[str]:
-    """Write plots/*.png and log them to TensorBoard; return the files written, relative to run_dir."""
+def write_plots(task, data: Dataset, model: nn.Module, evaluation: Evaluation, cfg: DictConfig, run_dir: Path,
+                runlog: RunLog, step: int) -> list[str]:
+    """Write plots/*.png (the results, then the looks inside the model) and log them to TensorBoard; return the
+    files written, relative to run_dir."""
     written = []
-    for name, fig in final_figures(task, data, evaluation, cfg.trainer.plot_examples).items():
+    figures = final_figures(task, data, evaluation, cfg.trainer.plot_examples)
+    figures.update(inside_figures(model, task, data, evaluation, cfg.trainer.plot_examples, runlog.parameter_history()))
+    for name, fig in figures.items():
         runlog.figure(f"plots/{name}", fig, step)
         save_figure(fig, run_dir / "plots" / f"{name}.png")
         written.append(f"plots/{name}.png")
@@ -130,7 +134,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
                 check_evaluation(evaluation, state.epoch, state.step)
             else:
                 evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)
-            outputs = write_plots(task, data, evaluation, cfg, run_dir, runlog, state.epoch) if cfg.trainer.plots else []
+            outputs = write_plots(task, data, model, evaluation, cfg, run_dir, runlog, state.epoch) if cfg.trainer.plots else []
     except Interrupted as error:
         finish("interrupted", step=error.step, error=str(error))
         raise

@@ -282,7 +282,8 @@ def test_a_run_killed_during_its_ending_is_completed_by_resume_with_the_same_res
     assert result.returncode == 0, result.stderr
     assert final(strict_json(run_dir / "metrics.json")) == final(strict_json(reference / "metrics.json"))
     assert same_weights(run_dir, reference)
-    assert {p.name for p in (run_dir / "plots").iterdir()} == {"success_map.png", "positions.png"}
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {"success_map.png", "positions.png", "parameters.png",
+                                                          "input_channels.png", "maps_before_pooling.png"}
     assert not list(run_dir.rglob(".*.tmp"))
     if name != "final evaluation":  # killed after the last checkpoint: nothing is trained again
         assert "training ended at epoch 2: writing the final outputs" in result.stdout + result.stderr

@@ -58,7 +58,8 @@ def test_cli_run_writes_hydra_config_tensorboard_plots_and_metrics(tmp_path):
     assert (run_dir / ".hydra" / "overrides.yaml").exists()
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert not [p for p in run_dir.iterdir() if p.is_dir() and p.name not in (".hydra", "plots")]  # no stray sub-run
-    assert {p.name for p in (run_dir / "plots").iterdir()} == {"success_map.png", "positions.png"}
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {"success_map.png", "positions.png", "parameters.png",
+                                                          "input_channels.png", "maps_before_pooling.png"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["params"] == 906
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
