@@ -150,3 +150,24 @@ def test_best_of_a_sweep_is_chosen_on_valid_where_there_is_one():
     points = [point("lr1", train=0.1, valid=5.0, test=0.0), point("lr2", train=0.3, valid=1.0, test=9.0)]
     assert best(points).variant == "lr2"
     assert best([point("lr1", 0.1, test=9.0), point("lr2", 0.3, test=0.0)]).variant == "lr1"  # no valid: train
+
+
+def test_a_sampled_run_interrupted_resumes_to_the_identical_result(tmp_path):
+    from coordexp.rundir import Interrupted, StopRequest
+
+    class StopAfter(StopRequest):  # acts as if SIGTERM arrived after `steps` optimizer steps
+        def __init__(self, steps: int):
+            super().__init__()
+            self.steps = steps
+
+        def poll(self) -> int:
+            self.steps -= 1
+            return 15 if self.steps == 0 else 0
+    small = [*SMALL, "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.plots=false",
+             "trainer.progress=false"]
+    whole = train(make_cfg(*small), tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        train(make_cfg(*small), tmp_path / "cut", stop=StopAfter(3))
+    resumed = train(make_cfg(*small), tmp_path / "cut", resume=True)
+    assert {k: resumed[k] for k in ("epochs", "step", "train", "valid", "test")} == {
+        k: whole[k] for k in ("epochs", "step", "train", "valid", "test")}
