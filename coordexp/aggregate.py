@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from coordexp.data import PARTS
 from coordexp.models import FAMILIES
 from coordexp.plots import save_figure
 from coordexp.rundir import atomic_write
@@ -29,7 +30,7 @@ from coordexp.rundir import atomic_write
 MISSING = "missing"  # a job directory (it has .hydra/) without metrics.json: still running, killed or cut short
 UNREADABLE = "unreadable"  # a metrics.json that is not a JSON object with a status: damaged or truncated
 COLUMNS = ["job", "status", "task", "split", "model", "overrides", "params", "seed", "epochs", "wall_seconds",
-           "headline"]  # then train_<metric> and test_<metric> columns, then error
+           "headline"]  # then train_<metric>, valid_<metric> (where the data has a valid set), test_<metric>, error
 
 
 def natural_key(path: Path) -> list:
@@ -57,7 +58,7 @@ def read_job(job_dir: Path, root: Path) -> dict:
         row[key] = metrics.get(key, group.get("name") if isinstance(group, dict) else None)
     for key in ("params", "seed", "epochs", "wall_seconds", "headline"):
         row[key] = metrics.get(key)
-    for part in ("train", "test"):
+    for part in PARTS:
         values = metrics.get(part)
         row.update({f"{part}_{name}": value for name, value in values.items()} if isinstance(values, dict) else {})
     row["error"] = metrics.get("error")
@@ -114,14 +115,17 @@ def cell(value) -> str:
 
 
 def markdown_text(rows: list[dict], title: str) -> str:
-    """A markdown table of the jobs with the final train and test headline metric, then why the others ended."""
+    """A markdown table of the jobs with the final train, valid (where a job has one) and test headline metric, then
+    why the others ended."""
+    parts = [part for part in PARTS if part != "valid" or any(f"valid_{row['headline']}" in row for row in rows)]
     lines = [f"# {title}", "", describe(rows) + ".", "",
-             "| job | overrides | status | params | wall (s) | metric | train | test |", "|---|---|---|---|---|---|---|---|"]
+             "| job | overrides | status | params | wall (s) | metric | " + " | ".join(parts) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(parts)]
     for row in rows:
         metric = row["headline"]
         lines.append("| " + " | ".join(cell(v) for v in (
             row["job"], row["overrides"], row["status"], row["params"], row["wall_seconds"], metric,
-            row.get(f"train_{metric}"), row.get(f"test_{metric}"))) + " |")
+            *(row.get(f"{part}_{metric}") for part in parts))) + " |")
     unfinished = [row for row in rows if row["status"] != "completed"]
     if unfinished:
         lines += ["", "## Not completed", ""]

@@ -41,6 +41,9 @@ PainterWidth = choice("PainterWidth", "fixed", "scaled")  # the renderer's paint
 UniformSplit = choice("UniformSplit", "fraction", "authors")  # an exact held-out fraction | the authors' draw
 Regressor = choice("Regressor", "uniform", "quarter")
 CentreMap = choice("CentreMap", "density", "softmax")
+RegressionTarget = choice("RegressionTarget", "normalized", "pixels")  # centres / canvas | raw pixel coordinates
+RegressionLoss = choice("RegressionLoss", "mse", "l1")
+RegressionOutput = choice("RegressionOutput", "canvas", "raw")  # output x canvas | the output as it is (pixels)
 
 
 def bounded(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False,
@@ -87,6 +90,9 @@ class Classification:
 class Regression:
     name: str = key()
     onehot_scale: float = key(bounded(0, low_open=True))
+    target: RegressionTarget = key()
+    loss: RegressionLoss = key()
+    output: RegressionOutput = key()
 
 
 @dataclass
@@ -149,12 +155,29 @@ class OptimizerArgs:
 
 @dataclass
 class Data:
+    """Keys every data mode has."""
+    name: str = key()
     canvas: int = key(power_of_two)
     square: int = key(bounded(1, integer=True))
     square_value: float = key(bounded(0, 1, low_open=True))
+
+
+@dataclass
+class Exhaustive(Data):
     uniform_split: UniformSplit = key()
     test_fraction: float = key(bounded(0, 1, low_open=True, high_open=True))
     split_seed: int = key(bounded(0, integer=True))
+
+
+@dataclass
+class Sampled(Data):
+    train_size: int = key(bounded(1, integer=True))
+    valid_size: int = key(bounded(1, integer=True))
+    test_size: int = key(bounded(1, integer=True))
+    train_seed: int = key(bounded(0, integer=True))
+    valid_seed: int = key(bounded(0, integer=True))
+    test_seed: int = key(bounded(0, integer=True))
+    blur_sigma: float = key(bounded(0))
 
 
 @dataclass
@@ -192,7 +215,7 @@ class Config:
     split: Split = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
-    data: Data = MISSING
+    data: Any = MISSING
     schedule: Schedule = MISSING
     trainer: Trainer = MISSING
 
@@ -200,7 +223,8 @@ class Config:
 # Each group option's YAML binds its schema in its defaults list: `- /schema/<group>/<option>@_here_`.
 SCHEMAS = {"task": {"classification": Classification, "regression": Regression, "rendering": Rendering},
            "split": {"uniform": Split, "quarter": Split},
-           "model": {"conv": Conv, "coordconv": CoordConv, "mlp": MLP, "coordmlp": MLP}}
+           "model": {"conv": Conv, "coordconv": CoordConv, "mlp": MLP, "coordmlp": MLP},
+           "data": {"exhaustive": Exhaustive, "sampled": Sampled}}
 TASKS, SPLITS, FAMILIES = (tuple(SCHEMAS[group]) for group in ("task", "split", "model"))
 _store = ConfigStore.instance()
 _store.store(name="schema", node=Config)
@@ -215,6 +239,7 @@ ONLY_WITH = [(key, setting, needed) for setting, needed, keys in (
     ("schedule.name", "step", ("schedule.every", "schedule.gamma", "schedule.max_decays")),
     ("schedule.name", "cosine", ("schedule.final_factor",)),
     ("model.with_r", True, ("model.r_center",)),
+    ("task.target", "pixels", ("task.output",)),
     ("task.name", "rendering", ("model.centre_map", "model.painter_width"))) for key in keys]
 
 
@@ -271,8 +296,11 @@ def _check_rules(cfg: DictConfig, overrides: list[str]) -> None:
     if cfg.model.with_r and cfg.model.name not in ("coordconv", "coordmlp"):
         raise ConfigError(f"model.with_r=true is invalid with model={cfg.model.name}: it has no coordinate "
                           "channels; valid with model=coordconv or model=coordmlp")
+    if cfg.data.get("blur_sigma") and cfg.task.name != "regression":  # the others' inputs are coordinates
+        raise ConfigError(f"data.blur_sigma={cfg.data.blur_sigma!r} is invalid with task={cfg.task.name}: it blurs "
+                          "image inputs; valid with task=regression (or data.blur_sigma=0)")
     side = cfg.data.canvas - cfg.data.square + 1  # every centre on the canvas bounds the training set
-    if cfg.trainer.batch_size > side * side:
+    if cfg.trainer.batch_size > cfg.data.get("train_size", side * side):
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is invalid: larger than the training set")
     keys, shown = override_keys(overrides), lambda v: str(v) if isinstance(v, Choice) else v  # a choice as typed
     for name, setting, needed in ONLY_WITH:

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from coordexp.data import Dataset
+from coordexp.data import Dataset, selection_part
 from coordexp.optim import lr_factor, set_lr
 from coordexp.progress import ProgressBar
 from coordexp.rundir import Interrupted, StopRequest, TrainState
@@ -53,7 +53,8 @@ def predict(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
 
 @dataclass
 class Evaluation:
-    """Outputs and per-example metrics for every centre, and the mean of each metric on train and test."""
+    """Outputs and per-example metrics for every example, and the mean of each metric on train, valid (where the
+    data has one) and test."""
 
     outputs: Tensor
     per_example: dict[str, Tensor]
@@ -61,10 +62,10 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, task: Task, data: Dataset, batch_size: int) -> Evaluation:
-    """Evaluate on the whole data set once; the train/test means are read back to the host in one go."""
+    """Evaluate on the whole data set once; each part's means are read back to the host in one go."""
     outputs = predict(model, data.inputs, batch_size)
     per_example = task.per_example(outputs, data.targets)
-    parts = (("train", data.train_idx), ("test", data.test_idx))
+    parts = data.parts().items()
     names = ["loss", *per_example]
     means = torch.stack([
         torch.stack([task.loss(outputs[idx], data.targets[idx])] + [v[idx].mean() for v in per_example.values()])
@@ -88,11 +89,12 @@ def train_step(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, i
     return loss.detach()
 
 
-def reached(task: Task, test_metrics: dict[str, float], target: float | None) -> bool:
-    """Whether the test headline metric reached `target`: >= for accuracy and IoU, < for pixel error."""
+def reached(task: Task, metrics: dict[str, float], target: float | None) -> bool:
+    """Whether the headline metric of one part's `metrics` reached `target`: >= for accuracy and IoU, < for pixel
+    error. The loop passes valid's where the data has a valid set, else test's (data.selection_part)."""
     if target is None:
         return False
-    value = test_metrics[task.headline]
+    value = metrics[task.headline]
     return value >= target if task.higher_is_better else value < target
 
 
@@ -108,14 +110,15 @@ def training_over(task: Task, state: TrainState, cfg: DictConfig) -> bool:
     history = state.history
     return state.epoch >= cfg.trainer.epochs or (
         bool(history.epochs) and history.epochs[-1] == state.epoch and state.perm is None
-        and reached(task, history.metrics[-1]["test"], cfg.trainer.target))
+        and reached(task, history.metrics[-1][selection_part(history.metrics[-1])], cfg.trainer.target))
 
 
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
         runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
         save: Callable[[TrainState], None]) -> Evaluation:
     """Train from `state` to cfg.trainer.epochs, evaluating every eval_every epochs and after the last;
-    stop early at the first evaluation whose test headline metric reaches cfg.trainer.target (if set).
+    stop early at the first evaluation whose headline metric reaches cfg.trainer.target (if set) on valid,
+    where the data has a valid set, else on test.
 
     Calls `save(state)` every checkpoint_every epochs and at the end. Raises Interrupted (after saving)
     when `stop` has caught a signal, and Diverged (without saving) when the loss, a weight, the optimizer
@@ -188,14 +191,14 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
                             for name, value in values.items()}, state.epoch)
             if trainer.plots:
                 runlog.parameter_histograms(model, state.epoch)
-            test = evaluation.metrics["test"]
-            latest = f"test {task.headline} {test[task.headline]:.4g}"
+            chosen = selection_part(evaluation.metrics)
+            latest = f"{chosen} {task.headline} {evaluation.metrics[chosen][task.headline]:.4g}"
             progress.clear()
-            log.info("epoch %d/%d  train loss %.4g  %s  |  %s", state.epoch, trainer.epochs, train_loss,
-                     "  ".join(f"train {k} {v:.4g}" for k, v in evaluation.metrics["train"].items() if k != "loss"),
-                     "  ".join(f"test {k} {v:.4g}" for k, v in test.items() if k != "loss"))
-            if reached(task, test, trainer.target):
-                log.info("test %s reached trainer.target=%g after %.2fs of training: stopping", task.headline,
+            log.info("epoch %d/%d  train loss %.4g  %s", state.epoch, trainer.epochs, train_loss, "  |  ".join(
+                "  ".join(f"{part} {k} {v:.4g}" for k, v in values.items() if k != "loss")
+                for part, values in evaluation.metrics.items()))
+            if reached(task, evaluation.metrics[chosen], trainer.target):
+                log.info("%s %s reached trainer.target=%g after %.2fs of training: stopping", chosen, task.headline,
                          trainer.target, state.train_seconds)
                 last = True
         if state.epoch % trainer.checkpoint_every == 0 or last:

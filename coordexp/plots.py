@@ -104,7 +104,7 @@ def final_figures(task, data, evaluation, examples: int) -> dict[str, Figure]:
     figures = {"success_map": success_map(centres, values, is_test, task.headline, task.higher_is_better)}
     parts = {"train": data.train_idx.cpu().numpy(), "test": data.test_idx.cpu().numpy()}
     if task.name == "regression":
-        pred = evaluation.outputs.cpu().numpy() * task.canvas
+        pred = task.pixels(task.predictions(evaluation.outputs)).cpu().numpy()
         figures["positions"] = position_scatter({p: centres[i] for p, i in parts.items()},
                                                 {p: pred[i] for p, i in parts.items()}, task.canvas)
     elif examples > 0:

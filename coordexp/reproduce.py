@@ -105,7 +105,8 @@ class Group:
         return TASK_CLASSES[self.task].higher_is_better
 
     def values(self, part: str) -> list[float]:
-        return [run[f"{part}_{self.headline}"] for run in self.runs if run["status"] == "completed"]
+        return [run[f"{part}_{self.headline}"] for run in self.runs
+                if run["status"] == "completed" and f"{part}_{self.headline}" in run]
 
     def summary(self, part: str) -> str:
         values = self.values(part)
@@ -224,9 +225,11 @@ def longest_first(job: tuple[Group, int]) -> int:
 
 
 def best(points: list[Group]) -> Group:
-    """The sweep point that fits its training set best (mean train headline metric; the first on a tie)."""
+    """The sweep point that does best on valid where its runs have a valid set (data=sampled), else the one that
+    fits its training set best (mean headline metric; the first on a tie); never chosen on test."""
     sign = 1 if points[0].higher_is_better else -1
-    return max(points, key=lambda g: sign * g.mean("train") if g.values("train") else float("-inf"))
+    part = "valid" if any(f"valid_{g.headline}" in run for g in points for run in g.runs) else "train"
+    return max(points, key=lambda g: sign * g.mean(part) if g.values(part) else float("-inf"))
 
 
 def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str]:

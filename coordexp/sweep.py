@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from coordexp.aggregate import aggregate, describe, read_job
 from coordexp.compose import composition_error
 from coordexp.config import ConfigError, check
+from coordexp.data import selection_part
 from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
 from coordexp.rundir import (METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
@@ -220,7 +221,8 @@ def _launched_here() -> Sweep | None:
 # --- jobs ---------------------------------------------------------------------------------------------
 
 def run_sweep_job(run_dir: Path, sweep_dir: Path, job: Callable[[StopRequest], dict]) -> float:
-    """Run one job of a sweep, `job(stop)`, and return the test value of its headline metric (NaN if it has none).
+    """Run one job of a sweep, `job(stop)`, and return its headline metric on valid where its data has a valid set,
+    else on test (NaN if it has none): the value a sweeper selects by.
 
     A job that fails is recorded in its metrics.json (its traceback in its log) and returns normally, so the
     sweep goes on. A job that would start after the sweep was asked to stop does not start, and the folder
@@ -235,7 +237,7 @@ def run_sweep_job(run_dir: Path, sweep_dir: Path, job: Callable[[StopRequest], d
     before = _identity_of(run_dir / METRICS_FILE)
     try:
         metrics = job(stop)
-        return metrics.get("test", {}).get(metrics.get("headline"), math.nan)
+        return metrics.get(selection_part(metrics), {}).get(metrics.get("headline"), math.nan)
     except RunDirError as error:  # the directory is not this job's to write: record nothing there
         log.error("job refused: %s", error)
         _notes[run_dir] = f"refused: {error}"
@@ -284,7 +286,8 @@ def job_outcome(run_dir: Path, settings: str, note: str | None = None) -> str:
     row = read_job(run_dir, run_dir)
     outcome = " ".join(filter(None, (row["task"], row["split"], row["model"], settings, f"status={row['status']}")))
     if row["status"] == "completed":
-        outcome += f" test {row['headline']}={row['test_' + row['headline']]:.4g}"
+        outcome += "".join(f" {part} {row['headline']}={row[f'{part}_' + row['headline']]:.4g}"
+                           for part in ("valid", "test") if f"{part}_{row['headline']}" in row)
     elif row["error"]:
         outcome += f" error={row['error']}"
     if row["wall_seconds"] is not None:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from coordexp.config import TASKS  # noqa: F401 (the task names, declared once by the schema)
-from coordexp.data import onehot_images, square_images
+from coordexp.data import heatmap_images, onehot_images, square_images
 
 # every metric any task reports: each run registers them all as HParams columns, so TensorBoard
 # shows the same columns for every run of a sweep that mixes tasks
@@ -77,19 +77,32 @@ class Classification(Task):
 
 
 class Regression(Task):
-    """Supervised coordinate regression: the one-hot image in, (x, y) / canvas out, MSE loss."""
+    """Supervised coordinate regression: the one-hot (or blurred) image in, (x, y) out, scaled by 1 / canvas
+    (task.target=normalized, the paper) or in pixels; MSE or L1 loss on the target's units."""
 
     name, headline, higher_is_better = "regression", "pixel_error", False
 
     def build(self, centres):
-        inputs = onehot_images(centres, self.canvas) * self.cfg.onehot_scale
-        return inputs, centres.float() / self.canvas
+        sigma = self.data_cfg.get("blur_sigma")  # the sampled mode's; the exhaustive mode has none
+        images = heatmap_images(centres, self.canvas, sigma) if sigma else onehot_images(centres, self.canvas)
+        targets = centres.float() / self.canvas if self.cfg.target == "normalized" else centres.float()
+        return images * self.cfg.onehot_scale, targets
+
+    def predictions(self, outputs: Tensor) -> Tensor:
+        """The model's outputs in the target's units: x canvas for pixel targets with task.output=canvas."""
+        outputs = outputs.float()
+        return outputs * self.canvas if self.cfg.target == "pixels" and self.cfg.output == "canvas" else outputs
 
     def loss(self, outputs, targets):
-        return F.mse_loss(outputs.float(), targets)
+        loss = F.l1_loss if self.cfg.loss == "l1" else F.mse_loss
+        return loss(self.predictions(outputs), targets)
+
+    def pixels(self, coordinates: Tensor) -> Tensor:
+        """Coordinates in the target's units (a target, or a prediction) in pixels."""
+        return coordinates * self.canvas if self.cfg.target == "normalized" else coordinates
 
     def per_example(self, outputs, targets):
-        pred, true = outputs.float() * self.canvas, targets * self.canvas
+        pred, true = self.pixels(self.predictions(outputs)), self.pixels(targets)
         exact = (pred.round() == true.round()).all(dim=1)
         return {"pixel_error": (pred - true).norm(dim=1), "accuracy": exact.float()}
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from coordexp.compose import CONFIG_DIR, compose_config, exit_on_bad_command_line, resumed_config  # noqa: F401
 from coordexp.config import ConfigError
-from coordexp.data import Dataset, square_centres, held_out_mask
+from coordexp.data import PARTS, Dataset, data_centres, selection_part
 from coordexp.inside import inside_figures
 from coordexp.loop import Diverged, Evaluation, check_evaluation, evaluate, fit, training_over
 from coordexp.models import build_model, count_params
@@ -46,13 +46,12 @@ def seed_everything(seed: int) -> None:
 
 
 def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
-    """Every centre's inputs and targets on `device`, with the split's train and test indices."""
-    centres = square_centres(cfg.data.canvas, cfg.data.square)
-    is_test = held_out_mask(cfg.split.name, centres, cfg.data)
+    """The data mode's inputs and targets on `device`, with the split's train, test and (if any) valid indices."""
+    centres, parts = data_centres(cfg.split.name, cfg.data)
     centres = centres.to(device)
     inputs, targets = task.build(centres)
-    train_idx, test_idx = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
-    return Dataset(centres, inputs, targets, train_idx.to(device), test_idx.to(device))
+    parts = {part: idx.to(device) for part, idx in parts.items()}
+    return Dataset(centres, inputs, targets, parts["train"], parts["test"], parts.get("valid"))
 
 
 def write_plots(task, data: Dataset, model: nn.Module, evaluation: Evaluation, cfg: DictConfig, run_dir: Path,
@@ -107,8 +106,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "
                           f"already completed after {state.epoch} epochs; pass a larger trainer.epochs to train on")
     summary.update(params=count_params(model), headline=task.headline)
-    log.info("%s / %s / %s: %d params, %d train / %d test examples, on %s%s", cfg.task.name, cfg.split.name,
-             cfg.model.name, summary["params"], len(data.train_idx), len(data.test_idx), device,
+    log.info("%s / %s / %s: %d params, %s examples, on %s%s", cfg.task.name, cfg.split.name, cfg.model.name,
+             summary["params"], " / ".join(f"{len(idx)} {part}" for part, idx in data.parts().items()), device,
              f", resuming after epoch {state.epoch} step {state.step}" if resume else "")
     config = OmegaConf.to_container(cfg, resolve=True)
     kept = [(state.epoch, state.step)] if resume else []  # what checkpoint.pt holds: (epoch, step)
@@ -124,7 +123,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
             "train_seconds": round(state.train_seconds, 3), "status": status, **extra, **last,
             "history": asdict(state.history)})
 
-    runlog = RunLog(run_dir, cfg, [f"{part}/{name}" for part in ("train", "test") for name in ("loss", *METRICS)],
+    # valid's columns too, so a sweep over data modes shows the same HParams columns for every run
+    runlog = RunLog(run_dir, cfg, [f"{part}/{name}" for part in PARTS for name in ("loss", *METRICS)],
                     resumed_at=state.epoch if resume else None)
     try:
         with stop or StopRequest() as stop:  # held to the end: a signal during the final outputs waits for them
@@ -150,8 +150,9 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     finally:
         runlog.close()
     metrics = finish("completed", outputs=[CHECKPOINT, *outputs])  # written last: completed means all are there
-    log.info("done in %.1fs: test %s %.4g -> %s", metrics["wall_seconds"], task.headline,
-             metrics["test"][task.headline], run_dir)
+    log.info("done in %.1fs: %s -> %s", metrics["wall_seconds"], "  ".join(
+        f"{part} {task.headline} {metrics[part][task.headline]:.4g}" for part in data.parts() if part != "train"),
+        run_dir)
     return metrics
 
 
@@ -189,7 +190,7 @@ def exit_with(code: int, message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry: returns the test value of the task's headline metric, for sweepers."""
+    """Hydra entry: returns the task's headline metric for sweepers, on valid where the data has it, else test."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -209,7 +210,7 @@ def main(cfg: DictConfig) -> float:
         exit_with(3, f"diverged: {error}")
     if stop.caught:
         log.info("%s arrived after training ended: the run was completed first", signal.Signals(stop.caught).name)
-    return metrics["test"][metrics["headline"]]
+    return metrics[selection_part(metrics)][metrics["headline"]]
 
 
 if __name__ == "__main__":

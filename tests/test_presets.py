@@ -26,6 +26,7 @@ COMMON = {
     "model.init": "authors",                    # he_normal kernels, zero biases
     "model.l2_scope": "conv",                   # kernel_regularizer on convs only
     "model.with_r": False,                      # include_r=False
+    "data.name": "exhaustive",                  # every centre once (data=sampled is Sen Yang's, not the paper's)
     "data.canvas": 64,
     "data.square": 9,
     "data.square_value": 1.0,                   # the paper's text: binary squares (their file: gray 128/255)
@@ -52,10 +53,12 @@ PRESETS = {
         "model.fs": 3, "trainer.batch_size": 16, "trainer.epochs": 1000, "optimizer.lr": 0.005,
         "optimizer.weight_decay": 0.0, "params": 409921},
     "regression_coordconv": {
-        **CONSTANT, "task.onehot_scale": 1.0, "trainer.batch_size": 256, "trainer.epochs": 100, "optimizer.lr": 0.01,
+        **CONSTANT, "task.onehot_scale": 1.0, "task.target": "normalized", "task.loss": "mse",
+        "trainer.batch_size": 256, "trainer.epochs": 100, "optimizer.lr": 0.01,
         "optimizer.weight_decay": 2e-5, "params": 906},
     "regression_conv": {
-        **CONSTANT, "task.onehot_scale": 1.0, "model.mul": 1, "trainer.batch_size": 256, "trainer.epochs": 100,
+        **CONSTANT, "task.onehot_scale": 1.0, "task.target": "normalized", "task.loss": "mse", "model.mul": 1,
+        "trainer.batch_size": 256, "trainer.epochs": 100,
         "optimizer.lr": 0.001, "optimizer.weight_decay": 2e-4},
 }
 PER_SPLIT = {  # the authors pick the conv regressor by the data file's name
@@ -72,10 +75,10 @@ UNUSED = {"model.r_center", "schedule.final_factor"}
 UNUSED_BY = {
     "constant": {"schedule.every", "schedule.gamma", "schedule.max_decays"},
     "classification_coordconv": {"model.fs", "model.centre_map", "model.painter_width"},
-    "regression_coordconv": {"model.mul", "model.fs", "model.centre_map", "model.painter_width"},
+    "regression_coordconv": {"model.mul", "model.fs", "model.centre_map", "model.painter_width", "task.output"},
     "classification_conv": {"model.regressor"},
     "rendering_conv": {"model.regressor"},
-    "regression_conv": {"model.fs"},
+    "regression_conv": {"model.fs", "task.output"},
 }
 # The authors' grids (experiment_logs.sh), as the sweeper's values; L2 lambda as weight_decay = 2 lambda.
 GRIDS = {
