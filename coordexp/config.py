@@ -41,6 +41,7 @@ PainterWidth = choice("PainterWidth", "fixed", "scaled")  # the renderer's paint
 UniformSplit = choice("UniformSplit", "fraction", "authors")  # an exact held-out fraction | the authors' draw
 Regressor = choice("Regressor", "uniform", "quarter")
 CentreMap = choice("CentreMap", "density", "softmax")
+CoordLayers = choice("CoordLayers", "first", "last", "all")  # which convs take the coordinates (first: the paper's)
 
 
 def bounded(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False,
@@ -124,6 +125,8 @@ class CoordConv(Model):
     fs: int = key(bounded(1, integer=True))
     centre_map: CentreMap = key()
     painter_width: PainterWidth = key()
+    coord_layers: CoordLayers = key()
+    coords: InputCoords = key()
 
 
 @dataclass
