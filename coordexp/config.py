@@ -44,6 +44,7 @@ CentreMap = choice("CentreMap", "density", "softmax")
 RegressionTarget = choice("RegressionTarget", "normalized", "pixels")  # centres / canvas | raw pixel coordinates
 RegressionLoss = choice("RegressionLoss", "mse", "l1")
 RegressionOutput = choice("RegressionOutput", "canvas", "raw")  # output x canvas | the output as it is (pixels)
+CoordLayers = choice("CoordLayers", "first", "last", "all")  # which convs take the coordinates (first: the paper's)
 
 
 def bounded(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False,
@@ -130,6 +131,8 @@ class CoordConv(Model):
     fs: int = key(bounded(1, integer=True))
     centre_map: CentreMap = key()
     painter_width: PainterWidth = key()
+    coord_layers: CoordLayers = key()
+    coords: InputCoords = key()
 
 
 @dataclass

@@ -24,14 +24,33 @@ def tile(coords: Tensor, height: int, width: int) -> Tensor:
     return coords[:, :, None, None].expand(-1, -1, height, width)
 
 
-def pointwise_convs(channels: list[int]) -> nn.Sequential:
-    """1x1 convolutions through `channels` with ReLU between them (none after the last)."""
+def coord_positions(n_convs: int, coord_layers: str) -> tuple[int, ...]:
+    """Which of a model's `n_convs` convolutions take the coordinate channels: the first (the paper's), the
+    last, or all."""
+    return {"first": (0,), "last": (n_convs - 1,), "all": tuple(range(n_convs))}[coord_layers]
+
+
+def conv_stack(channels: list[int], size: int, padding, extra: int = 0, coord_at: tuple[int, ...] = (),
+               relu: bool = True) -> nn.Sequential:
+    """size x size convolutions through `channels`, ReLU between them (none after the last) if `relu`; the
+    convolutions numbered in `coord_at` take `extra` more input channels (the coordinates)."""
     layers: list[nn.Module] = []
     for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-        layers.append(nn.Conv2d(c_in, c_out, 1))
-        if i < len(channels) - 2:
+        layers.append(nn.Conv2d(c_in + extra * (i in coord_at), c_out, size, padding=padding))
+        if relu and i < len(channels) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+def with_coords(layers: nn.Sequential, x: Tensor, add_coords: AddCoords, coord_at: tuple[int, ...]) -> Tensor:
+    """`layers` applied to x, the convolutions numbered in `coord_at` given the coordinate channels too."""
+    n_conv = 0
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            x = add_coords(x) if n_conv in coord_at else x
+            n_conv += 1
+        x = layer(x)
+    return x
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -71,22 +90,24 @@ class DeconvPainter(nn.Module):
 class CoordConvPainter(nn.Module):
     """The paper's CoordConv painter: (x, y) tiled over the canvas plus coordinate channels, 1x1 convs.
 
-    Channels 32m, 32m, 64m, 64m, 1 with ReLU between: 7,553 params at mul=1. With `fast`, the same
-    parameters evaluated as matrix products on (N, pixels, channels): the first layer split by `tiled_linear`
-    so the tiled input is never built, the rest one fused `linear_relu_stack`; otherwise the plain
-    tile + AddCoords + nn.Conv2d stack.
+    Channels 32m, 32m, 64m, 64m, 1 with ReLU between: 7,553 params at mul=1. `coord_at` numbers the convs
+    that take the coordinate channels (the first only: the paper's). With `fast` and the coordinates at the
+    first conv only, the same parameters evaluated as matrix products on (N, pixels, channels): the first
+    layer split by `tiled_linear` so the tiled input is never built, the rest one fused `linear_relu_stack`;
+    otherwise the plain tile + AddCoords + nn.Conv2d stack.
     """
 
-    def __init__(self, canvas: int, mul: int, with_r: bool, r_center: float, fast: bool):
+    def __init__(self, canvas: int, mul: int, add_coords: AddCoords, fast: bool, coord_at: tuple[int, ...] = (0,)):
         super().__init__()
-        self.canvas, self.fast = canvas, fast
-        self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
-        self.net = pointwise_convs([2 + self.add_coords.extra_channels, 32 * mul, 32 * mul, 64 * mul, 64 * mul, 1])
+        self.canvas, self.coord_at, self.add_coords = canvas, coord_at, add_coords
+        self.fast = fast and coord_at == (0,)  # the fused path holds for the paper's placement only
+        self.net = conv_stack([2, 32 * mul, 32 * mul, 64 * mul, 64 * mul, 1], 1, 0, add_coords.extra_channels,
+                              coord_at)
 
     def forward(self, coords: Tensor) -> Tensor:
         size = (self.canvas, self.canvas)
         if not self.fast:
-            return self.net(self.add_coords(tile(coords, *size))).squeeze(1)
+            return with_coords(self.net, tile(coords, *size), self.add_coords, self.coord_at).squeeze(1)
         first, *rest = self.net[0::2]  # the 1x1 convs (ReLU between them)
         pixels = self.add_coords.pixels(size, coords.device, coords.dtype)
         features = torch.relu(tiled_linear(coords, pixels, first.weight.flatten(1), first.bias))
@@ -108,25 +129,24 @@ class CoordConvRenderer(nn.Module):
     takes its fast path.
     """
 
-    def __init__(self, canvas: int, mul: int, fs: int, with_r: bool, r_center: float, fast: bool,
-                 centre_map: str, painter_width: str):
+    def __init__(self, canvas: int, mul: int, fs: int, add_coords: AddCoords, fast: bool, centre_map: str,
+                 painter_width: str, coord_at: tuple[int, ...] = (0,)):
         super().__init__()
         self.scale = canvas * canvas if centre_map == "density" else 1
-        self.painter = CoordConvPainter(canvas, mul if painter_width == "scaled" else 1, with_r, r_center, fast)
-        channels = [1, 8 * mul, 8 * mul, 16 * mul, 16 * mul, 1]
-        layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-            layers.append(nn.Conv2d(c_in, c_out, fs, padding="same"))
-            if i < len(channels) - 2:
-                layers.append(nn.ReLU())
-        self.paint = nn.Sequential(*layers)
+        # convs 0-4 are the painter's, 5-9 the paint convs
+        self.painter = CoordConvPainter(canvas, mul if painter_width == "scaled" else 1, add_coords, fast,
+                                        tuple(i for i in coord_at if i < 5))
+        self.add_coords, self.paint_coord_at = add_coords, tuple(i - 5 for i in coord_at if i >= 5)
+        self.paint = conv_stack([1, 8 * mul, 8 * mul, 16 * mul, 16 * mul, 1], fs, "same", add_coords.extra_channels,
+                                self.paint_coord_at)
 
     def forward(self, coords: Tensor) -> Tensor:
         logits = self.painter(coords)
         # the softmax as a density (x pixels: 1 per pixel when uniform): at 1/4096 per pixel the paint convs'
         # biases swamp their input, units die before the map sharpens, and some seeds never paint at all
         centre_map = torch.softmax(logits.flatten(1).float(), dim=1).view_as(logits) * self.scale
-        return self.paint(centre_map[:, None].to(logits.dtype)).squeeze(1)
+        return with_coords(self.paint, centre_map[:, None].to(logits.dtype), self.add_coords,
+                           self.paint_coord_at).squeeze(1)
 
 
 class ConvRegressorUniform(nn.Module):
@@ -172,20 +192,22 @@ class ConvRegressorQuarter(nn.Module):
 
 class CoordConvRegressor(nn.Module):
     """The paper's CoordConv regressor: one-hot + coordinate channels, 1x1 convs 8, 8, 8, 3x3 convs 8, 2,
-    global max-pool; no nonlinearity. 906 params. Max-pooling matters: averaging collapses to the centre.
-    (Composing the three linear 1x1 convs into one map per step was measured on the CPU: no gain.)
+    global max-pool; no nonlinearity. 906 params with the coordinates at the first conv (the paper's), 926 at
+    the last, 1,118 at every conv (`coord_at` numbers them). Max-pooling matters: averaging collapses to the
+    centre. Fully convolutional: it takes any canvas. (Composing the three linear 1x1 convs into one map per
+    step was measured on the CPU: no gain.)
     """
 
-    def __init__(self, with_r: bool, r_center: float):
+    def __init__(self, add_coords: AddCoords, coord_at: tuple[int, ...] = (0,)):
         super().__init__()
-        self.add_coords = AddCoords(2, with_r=with_r, r_center=r_center)
+        self.add_coords, self.coord_at = add_coords, coord_at
         self.net = nn.Sequential(
-            nn.Conv2d(1 + self.add_coords.extra_channels, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1),
-            nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 2, 3, padding=1),
+            *conv_stack([1, 8, 8, 8], 1, 0, add_coords.extra_channels, coord_at, relu=False),
+            *conv_stack([8, 8, 2], 3, 1, add_coords.extra_channels, tuple(i - 3 for i in coord_at), relu=False),
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(self.add_coords(images)).amax(dim=(2, 3))
+        return with_coords(self.net, images, self.add_coords, self.coord_at).amax(dim=(2, 3))
 
 
 class MLPRegressor(nn.Module):
@@ -275,20 +297,24 @@ def build_model(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
 def _build(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
     family = cfg.name
     coords = dict(with_r=cfg.with_r, r_center=cfg.r_center)
+    if family == "coordconv":
+        add_coords = AddCoords(2, **coords, normalized=cfg.coords == "normalized")
+        n_convs = 10 if task == "rendering" else 5  # the renderer: its painter's 5, then its 5 paint convs
+        placed = dict(add_coords=add_coords, coord_at=coord_positions(n_convs, cfg.coord_layers))
     if task == "regression":
         if family == "conv":
             return ConvRegressorUniform(canvas, cfg.mul) if cfg.regressor == "uniform" else ConvRegressorQuarter(cfg.mul)
         if family == "coordconv":
-            return CoordConvRegressor(**coords)
+            return CoordConvRegressor(**placed)
         add_coords = AddCoords(2, **coords) if family == "coordmlp" else None
         return MLPRegressor(canvas, cfg.hidden, cfg.depth, add_coords)
     if family == "conv":
         return DeconvPainter(canvas, cfg.mul, cfg.fs)
     if family == "coordconv":
         if task == "rendering":
-            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **coords, fast=cfg.fast, centre_map=cfg.centre_map,
+            return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **placed, fast=cfg.fast, centre_map=cfg.centre_map,
                                      painter_width=cfg.painter_width)
-        return CoordConvPainter(canvas, cfg.mul, **coords, fast=cfg.fast)
+        return CoordConvPainter(canvas, cfg.mul, **placed, fast=cfg.fast)
     if family == "mlp":
         return MLPPainter(canvas, cfg.hidden, cfg.depth)
     return CoordMLPPainter(canvas, cfg.hidden, cfg.depth, **coords, fast=cfg.fast)

@@ -34,6 +34,9 @@ class AddCoords(nn.Module):
     coordinate is 2 * i / (S - 1) - 1 for index i on an axis of size S (0 if S == 1),
     each axis using its own size.
 
+    With normalized=False the coordinates are the raw pixel indices i instead (0 .. S - 1): the same
+    position then reads differently on a canvas of another size.
+
     With with_r=True one more channel rr = sqrt(sum_k (c_k - r_center) ** 2) is added.
     r_center=0.5 follows the listing printed in the paper
     (rr = sqrt((xx - 0.5) ** 2 + (yy - 0.5) ** 2)); r_center=0.0 follows the
@@ -44,13 +47,14 @@ class AddCoords(nn.Module):
     works for any input size.
     """
 
-    def __init__(self, rank: int, with_r: bool = False, r_center: float = 0.5):
+    def __init__(self, rank: int, with_r: bool = False, r_center: float = 0.5, normalized: bool = True):
         super().__init__()
         if rank not in (1, 2, 3):
             raise ValueError(f"rank must be one of (1, 2, 3), got {rank!r}")
         self.rank = rank
         self.with_r = with_r
         self.r_center = r_center
+        self.normalized = normalized
         self._cache: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -64,7 +68,8 @@ class AddCoords(nn.Module):
         if coords is None:
             # built once in float64 on CPU (MPS lacks float64), then cast: exact rounding for any dtype
             axes = [
-                torch.linspace(-1.0, 1.0, s, dtype=torch.float64) if s > 1 else torch.zeros(s, dtype=torch.float64)
+                torch.arange(s, dtype=torch.float64) if not self.normalized
+                else torch.linspace(-1.0, 1.0, s, dtype=torch.float64) if s > 1 else torch.zeros(s, dtype=torch.float64)
                 for s in shape
             ]
             grids = torch.meshgrid(*axes, indexing="ij")
@@ -89,7 +94,7 @@ class AddCoords(nn.Module):
         return self.coords(shape, device, dtype).flatten(2)[0].t()
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, with_r={self.with_r}, r_center={self.r_center}"
+        return f"rank={self.rank}, with_r={self.with_r}, r_center={self.r_center}, normalized={self.normalized}"
 
     def __getstate__(self):
         # the cache is derived data: don't pickle it, it rebuilds on the next forward
@@ -119,9 +124,9 @@ class _CoordConvNd(nn.Module):
     conv_cls: type[nn.Module]
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, with_r: bool = False,
-                 r_center: float = 0.5, **conv_kwargs):
+                 r_center: float = 0.5, normalized: bool = True, **conv_kwargs):
         super().__init__()
-        self.add_coords = AddCoords(self.rank, with_r=with_r, r_center=r_center)
+        self.add_coords = AddCoords(self.rank, with_r=with_r, r_center=r_center, normalized=normalized)
         self.conv = self.conv_cls(in_channels + self.add_coords.extra_channels, out_channels,
                                   kernel_size, **conv_kwargs)
 

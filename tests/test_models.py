@@ -146,3 +146,60 @@ def test_torch_init_is_pytorchs_default_and_the_authors_about_2_4x_larger():
     first_torch, first_authors = torch_model.net[3].weight, authors.net[3].weight  # a 128 -> 128 deconv
     assert torch_model.net[0].bias.abs().sum() > 0  # PyTorch's non-zero biases
     assert (first_authors.std() / first_torch.std()).item() == pytest.approx(math.sqrt(6), rel=0.1)
+
+
+# model.coord_layers: which convs take the coordinate channels (2 more inputs each); first is the paper's
+COORD_LAYER_COUNTS = [
+    ("regression", "first", 906), ("regression", "last", 926), ("regression", "all", 1118),
+    ("classification", "first", 7553), ("classification", "last", 7491), ("classification", "all", 7875),
+    ("rendering", "first", 11850), ("rendering", "last", 11804), ("rendering", "all", 13054),
+]
+
+
+@pytest.mark.parametrize("task, coord_layers, expected", COORD_LAYER_COUNTS)
+def test_coord_layers_parameter_counts(task, coord_layers, expected):
+    model, _ = model_for(f"task={task}", "model=coordconv", f"model.coord_layers={coord_layers}")
+    assert count_params(model) == expected
+
+
+@pytest.mark.parametrize("coord_layers, widened", [("first", [0]), ("last", [4]), ("all", [0, 1, 2, 3, 4])])
+def test_coord_layers_feed_the_coordinates_to_those_convs(coord_layers, widened):
+    model, _ = model_for("task=regression", "model=coordconv", f"model.coord_layers={coord_layers}")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    inputs = [conv.in_channels for conv in convs]
+    plain = [1, 8, 8, 8, 8]
+    assert inputs == [c + 2 * (i in widened) for i, c in enumerate(plain)]
+    seen = []
+    for conv in convs:
+        conv.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    model(torch.zeros(2, 1, 64, 64))
+    assert seen == inputs
+
+
+@pytest.mark.parametrize("task", ["classification", "rendering"])
+@pytest.mark.parametrize("coord_layers", ["last", "all"])
+def test_coord_layers_fast_and_plain_paths_agree(task, coord_layers):
+    torch.manual_seed(0)
+    fast, _ = model_for(f"task={task}", "model=coordconv", f"model.coord_layers={coord_layers}")
+    plain, _ = model_for(f"task={task}", "model=coordconv", f"model.coord_layers={coord_layers}", "model.fast=false")
+    plain.load_state_dict(fast.state_dict())
+    coords = torch.rand(3, 2) * 2 - 1
+    torch.testing.assert_close(fast(coords), plain(coords))
+
+
+def test_pixel_coords_are_raw_indices_and_change_only_the_coordinate_channels():
+    normalized, _ = model_for("task=regression", "model=coordconv")
+    pixels, _ = model_for("task=regression", "model=coordconv", "model.coords=pixels")
+    assert count_params(normalized) == count_params(pixels) == 906
+    channels = pixels.add_coords(torch.zeros(1, 1, 4, 6))
+    torch.testing.assert_close(channels[0, 1], torch.arange(6.0).expand(4, 6))  # xx: the column index
+    torch.testing.assert_close(channels[0, 2], torch.arange(4.0)[:, None].expand(4, 6))  # yy: the row index
+    assert normalized.add_coords(torch.zeros(1, 1, 4, 6))[0, 1:].abs().max() == 1
+
+
+def test_coord_layers_and_coords_are_keys_of_coordconv_only():
+    from coordexp.config import ConfigError
+    with pytest.raises(ConfigError, match="coord_layers.*model=coordconv"):
+        make_cfg("task=regression", "model=conv", "model.coord_layers=all")
+    with pytest.raises(ConfigError, match="model.coord_layers='middle' is invalid: valid choices: first, last, all"):
+        make_cfg("task=regression", "model=coordconv", "model.coord_layers=middle")

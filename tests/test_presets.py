@@ -36,16 +36,17 @@ COMMON = {
 }
 STEP = {"schedule.name": "step", "schedule.every": 200, "schedule.gamma": 0.1, "schedule.max_decays": 4}
 CONSTANT = {"schedule.name": "constant"}
+PLACED = {"model.coord_layers": "first", "model.coords": "normalized"}  # the paper's CoordConv layer
 PRESETS = {
     "classification_coordconv": {
-        **CONSTANT, "task.input_coords": "pixels", "model.mul": 1, "trainer.batch_size": 16, "trainer.epochs": 50,
-        "optimizer.lr": 0.005, "optimizer.weight_decay": 0.0, "params": 7553},
+        **CONSTANT, **PLACED, "task.input_coords": "pixels", "model.mul": 1, "trainer.batch_size": 16,
+        "trainer.epochs": 50, "optimizer.lr": 0.005, "optimizer.weight_decay": 0.0, "params": 7553},
     "classification_conv": {
         **STEP, "task.input_coords": "pixels", "model.mul": 2, "model.fs": 3, "trainer.batch_size": 16,
         "trainer.epochs": 1000, "optimizer.lr": 0.005, "optimizer.weight_decay": 0.0, "params": 409921},
     "rendering_coordconv": {
-        **CONSTANT, "task.input_coords": "pixels", "task.loss": "bce", "task.iou": "weighted", "model.mul": 1,
-        "model.fs": 3,  # theirs is 1, which cannot paint a 9x9 square (PAPER.md)
+        **CONSTANT, **PLACED, "task.input_coords": "pixels", "task.loss": "bce", "task.iou": "weighted",
+        "model.mul": 1, "model.fs": 3,  # theirs is 1, which cannot paint a 9x9 square (PAPER.md)
         "model.centre_map": "softmax", "model.painter_width": "fixed", "trainer.batch_size": 16,
         "trainer.epochs": 50, "optimizer.lr": 0.005, "optimizer.weight_decay": 0.0, "params": 11850},
     "rendering_conv": {
@@ -53,7 +54,7 @@ PRESETS = {
         "model.fs": 3, "trainer.batch_size": 16, "trainer.epochs": 1000, "optimizer.lr": 0.005,
         "optimizer.weight_decay": 0.0, "params": 409921},
     "regression_coordconv": {
-        **CONSTANT, "task.onehot_scale": 1.0, "task.target": "normalized", "task.loss": "mse",
+        **CONSTANT, **PLACED, "task.onehot_scale": 1.0, "task.target": "normalized", "task.loss": "mse",
         "trainer.batch_size": 256, "trainer.epochs": 100, "optimizer.lr": 0.01,
         "optimizer.weight_decay": 2e-5, "params": 906},
     "regression_conv": {
