@@ -61,13 +61,15 @@ def maps_before_pooling(model: nn.Module, inputs: Tensor) -> Tensor | None:
 
 
 def centre_maps(model: nn.Module, inputs: Tensor) -> Tensor | None:
-    """The renderer's centre map (N, H, W) (the softmax its paint convs take), read by a forward pre-hook on
-    them; None for a model that is no CoordConv renderer."""
+    """The renderer's centre map (N, H, W) (the softmax its paint convs take), read by a forward pre-hook on the
+    first of them (channel 0: any coordinate channels come after it); None for a model that is no CoordConv
+    renderer."""
     renderer = next((m for m in model.modules() if isinstance(m, CoordConvRenderer)), None)
     if renderer is None:
         return None
     captured: list[Tensor] = []
-    handle = renderer.paint.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    first = next(layer for layer in renderer.paint if isinstance(layer, nn.Conv2d))
+    handle = first.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     try:
         predict(model, inputs, len(inputs))
     finally:
