@@ -347,8 +347,10 @@ coordexp.train.train = train
 
 def test_sigint_to_a_joblib_sweep_stops_its_workers_jobs(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    # workers look at the stop file once a second: each job has many seconds left after its first checkpoint
-    longer = [arg if arg != "trainer.epochs=3" else "trainer.epochs=30" for arg in STOPPABLE[:-1]]
+    # workers look at the stop file once a second: at canvas 32 (~0.5 s an epoch) each job has ~10 s left after
+    # its first checkpoint (at canvas 16, 30 epochs took well under a second: jobs completed before a look)
+    longer = [{"trainer.epochs=3": "trainer.epochs=20"}.get(arg, arg) for arg in STOPPABLE[:-1]
+              if arg != "data.canvas=16"]
     args = [*longer, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     sweep = start_multirun(tmp_path, *args)
     deadline = time.time() + 240
