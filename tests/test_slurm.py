@@ -103,11 +103,18 @@ def slurm_ids(sweep_dir: Path, jobs: int, timeout: float = 120) -> list[str]:
     raise AssertionError(f"the sweep in {sweep_dir} did not submit {jobs} jobs within {timeout} s")
 
 
-def sacct(job: str) -> list[tuple[str, str]]:
-    """(job id, state) of every record SLURM's accounting holds for `job`, requeued runs included."""
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job, "-o", "JobID,State"],
-                         capture_output=True, text=True, check=True).stdout
-    return [tuple(line.split("|")) for line in out.splitlines()]
+UNSETTLED = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "SUSPENDED")
+
+
+def sacct(job: str, timeout: float = 60) -> list[tuple[str, str]]:
+    """(job id, state) of every record SLURM's accounting holds for `job`, requeued runs included, once its last
+    record has a final state: slurmctld hands a job's end to slurmdbd after submitit has read the job's result."""
+    def records():
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job, "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True).stdout
+        rows = [tuple(line.split("|")) for line in out.splitlines()]
+        return rows if rows and not rows[-1][1].startswith(UNSETTLED) else None
+    return wait_for(records, f"SLURM's accounting to record job {job}'s end", timeout)
 
 
 def wait_for(condition, what: str, timeout: float = 300):
