@@ -6,6 +6,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -81,10 +82,24 @@ def success_map(centres: np.ndarray, values: np.ndarray, is_test: np.ndarray, me
     return fig
 
 
+def render(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """Draw `fig` once and close it; its pixels as an (H, W, 4) uint8 RGBA array, for a PNG and TensorBoard alike
+    (drawing is most of a figure's cost: a run's plots are drawn once, not once per destination)."""
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba()).copy()
+    plt.close(fig)
+    return image
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write rendered pixels (coordexp.plots.render) as a PNG atomically."""
+    atomic_write(path, lambda f: matplotlib.image.imsave(f, image, format="png"))
+
+
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Save `fig` as a PNG atomically and close it."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    save_png(render(fig), path)
 
 
 def spread(indices: np.ndarray, k: int) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, EventAccumulator
 from torch import nn
@@ -78,8 +77,9 @@ class RunLog:
                     for e in events.Histograms(tag)]
         return history
 
-    def figure(self, tag: str, fig: Figure, step: int) -> None:
-        self.writer.add_figure(tag, fig, step, close=False)
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """Log rendered pixels, (H, W, 3 or 4) uint8 (coordexp.plots.render), as an RGB image."""
+        self.writer.add_image(tag, image[..., :3], step, dataformats="HWC")
 
     def close(self) -> None:
         """End the HParams session and flush everything to disk."""

@@ -6,11 +6,14 @@ metrics it wrote.
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import math
 import random
 import signal
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from coordexp.inside import inside_figures
 from coordexp.loop import Diverged, Evaluation, check_evaluation, evaluate, fit, training_over
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
-from coordexp.plots import final_figures, save_figure
+from coordexp.plots import final_figures, render, save_png
 from coordexp.rundir import (CHECKPOINT, METRICS_FILE, Interrupted, RunDirError, StopRequest, TrainState, claim_run_dir,
                              is_complete, job_config, load_checkpoint, read_metrics, restore, save_checkpoint,
                              write_hydra_dir, write_json)
@@ -62,8 +65,9 @@ def write_plots(task, data: Dataset, model: nn.Module, evaluation: Evaluation, c
     figures = final_figures(task, data, evaluation, cfg.trainer.plot_examples)
     figures.update(inside_figures(model, task, data, evaluation, cfg.trainer.plot_examples, runlog.parameter_history()))
     for name, fig in figures.items():
-        runlog.figure(f"plots/{name}", fig, step)
-        save_figure(fig, run_dir / "plots" / f"{name}.png")
+        image = render(fig)
+        runlog.image(f"plots/{name}", image, step)
+        save_png(image, run_dir / "plots" / f"{name}.png")
         written.append(f"plots/{name}.png")
     return written
 
@@ -93,6 +97,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     seed_everything(cfg.seed)
     summary = {"task": cfg.task.name, "split": cfg.split.name, "model": cfg.model.name, "seed": cfg.seed,
                "device": str(device)}
+    began = time.perf_counter()
     try:
         task, data, model, optimizer = build_run(cfg, device)
     except Exception as error:  # e.g. a value only the optimizer itself rejects: the run still says why
@@ -110,6 +115,10 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
              summary["params"], " / ".join(f"{len(idx)} {part}" for part, idx in data.parts().items()), device,
              f", resuming after epoch {state.epoch} step {state.step}" if resume else "")
     config = OmegaConf.to_container(cfg, resolve=True)
+    trained_before = state.train_seconds
+    # where this session's wall time went, from the data and model's building to the last write (this process's
+    # start-up before it, imports included, is what scripts/wall_time.py adds)
+    seconds = {"setup": time.perf_counter() - began}
     kept = [(state.epoch, state.step)] if resume else []  # what checkpoint.pt holds: (epoch, step)
 
     def save(s: TrainState) -> None:
@@ -118,10 +127,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
 
     def finish(status: str, **extra) -> dict:
         last = state.history.metrics[-1] if state.history.metrics else {}
+        seconds["total"] = time.perf_counter() - began
         return write_json(run_dir / METRICS_FILE, {
             **summary, "epochs": state.epoch, "step": state.step, "wall_seconds": round(state.wall_seconds, 3),
             "train_seconds": round(state.train_seconds, 3), "status": status, **extra, **last,
-            "history": asdict(state.history)})
+            "session_seconds": {k: round(v, 3) for k, v in seconds.items()}, "history": asdict(state.history)})
 
     # valid's columns too, so a sweep over data modes shows the same HParams columns for every run
     runlog = RunLog(run_dir, cfg, [f"{part}/{name}" for part in PARTS for name in ("loss", *METRICS)],
@@ -134,7 +144,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
                 check_evaluation(evaluation, state.epoch, state.step)
             else:
                 evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)
+            seconds["train"] = state.train_seconds - trained_before
+            seconds["evaluate_log_checkpoint"] = time.perf_counter() - began - seconds["setup"] - seconds["train"]
+            plotting = time.perf_counter()
             outputs = write_plots(task, data, model, evaluation, cfg, run_dir, runlog, state.epoch) if cfg.trainer.plots else []
+            seconds["plots"] = time.perf_counter() - plotting
     except Interrupted as error:
         finish("interrupted", step=error.step, error=str(error))
         raise
@@ -214,5 +228,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    # at exit, the interpreter's last garbage collection walks every object torch and its compiler stack made
+    # (~0.5 s a process); frozen objects are skipped, and everything a run writes is closed before then
+    atexit.register(gc.freeze)
     exit_on_bad_command_line(sys.argv[1:])  # every job's config checked before Hydra creates anything
     main()

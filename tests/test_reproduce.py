@@ -35,8 +35,11 @@ def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twi
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")} == written  # nothing trained again
-    log = (job.parents[2] / "sweep.log").read_text()  # each phase's sweep was checked, then continued
-    assert "sweep started: 4 jobs planned" in log and "sweep continued: 4 jobs planned" in log
+    # each phase's sweeps were checked, then continued: CoordConv's in one of its own, stopped at its result
+    logs = {p.parent.name: p.read_text() for p in tmp_path.glob("phase2-*/sweep.log")}
+    assert sorted(int(log.split("sweep started: ")[1].split()[0]) for log in logs.values()) == [1, 3], logs
+    assert all("sweep continued:" in log for log in logs.values()), logs
+    assert "trainer.target=0.5" in (job / ".hydra" / "overrides.yaml").read_text()
     assert (tmp_path / "REPORT.md").read_text().split("## The paper's")[1] == report.split("## The paper's")[1]
 
 
@@ -51,8 +54,10 @@ def test_dry_run_prints_one_multirun_per_product_on_the_chosen_launcher(tmp_path
     assert [c.split()[4:7] for c in commands] == [
         ["+reproduce=classification-conv,classification-conv-lr2", "split=uniform,quarter", "seed=0"],
         ["+reproduce=classification-conv", "split=uniform,quarter", "seed=1"],
-        ["+reproduce=classification-coordconv", "split=uniform,quarter", "seed=0,1"],
-        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform,quarter", "seed=0"]]
+        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform,quarter", "seed=0"],
+        ["+reproduce=classification-coordconv", "split=uniform,quarter", "seed=0,1"]]
+    # CoordConv's runs stop at the paper's result; no other run has a target
+    assert ["trainer.target=1.0" in c for c in commands] == [False, False, False, True], commands
     assert not list(tmp_path.iterdir())  # nothing written
 
 
