@@ -2,7 +2,10 @@
 
 For each (task, model), with the recipe's config (quarter split): samples/s of `coordexp.loop.train_step`, its
 FLOP/s (counted with torch.utils.flop_counter on one step) against bf16 and fp32 matrix-product peaks measured
-in the same run, and the ratio to a plain reference measured in the same run: the same model with PLAIN's
+in the same run, its roofline (the lower of the compute bound, the peak of the step's precision over its FLOP
+per sample, and the memory bound, a STREAM bandwidth measured in the same run over the bytes per sample the step
+must move at minimum) and the fraction of it the step reaches, and the ratio to a plain reference measured in
+the same run: the same model with PLAIN's
 overrides (plain layers, fp32, unfused Adam) and glibc's default allocator (in a subprocess, since the
 allocator setting is process-wide). Then, for the CoordConv models, seconds of training to the paper's result
 on the quarter split, over seeds, through `coordexp.train.train` with trainer.target set.
@@ -40,6 +43,8 @@ PLAIN = ["model.fast=false", "trainer.precision=fp32", "optimizer.fused=false"]
 # coordexp.pointwise's fused linear + ReLU is not in torch's FLOP registry: x (M, in) @ w.T (in, out)
 FUSED_FLOPS = {torch.ops.mkldnn._linear_pointwise:
                lambda x_shape, w_shape, *args, **kwargs: 2 * math.prod(x_shape) * w_shape[0]}
+# elements of each STREAM array: 256 MB in fp32, 8x this CPU's 32 MB L3 and 5x an H100's L2, so it measures memory
+STREAM_ELEMENTS = 2 ** 26
 
 
 def sync(device: torch.device) -> None:
@@ -71,25 +76,81 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, quick: bool) -> float:
     return best
 
 
+def memory_bandwidth(device: torch.device, quick: bool) -> float:
+    """Best bytes/s of STREAM's copy (b = a) and triad (a = b + 3c) on fp32 arrays far larger than the caches,
+    with torch's threads; counted as STREAM counts them, bytes read plus bytes written."""
+    a, b, c = (torch.rand(STREAM_ELEMENTS, device=device) for _ in range(3))
+    windows = 3 if quick else 6
+    copy = 2 * a.nbytes / best_seconds(lambda: b.copy_(a), device, reps=2, windows=windows)
+    triad = 3 * a.nbytes / best_seconds(lambda: torch.add(b, c, alpha=3.0, out=a), device, reps=2, windows=windows)
+    return max(copy, triad)
+
+
+def minimum_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
+                  step) -> dict[str, int]:
+    """A lower bound on the bytes one call of `step` (forward, backward, optimizer step) moves to and from memory,
+    counted on one call: each parameter read in forward, its gradient written in backward, the optimizer reading
+    each parameter, gradient and state tensor and writing each parameter and state tensor (Adam: 2 moments), the
+    batch read once, and every tensor autograd saves for backward read once in backward and, if the step created
+    it (an activation, a bf16 copy of a weight), written once in forward, in the dtype it was saved in. Products'
+    outputs that are not saved, and gradients of activations, could stay in the caches of a fused kernel: not
+    counted. A bound for working sets beyond the caches: one that fits in them is not held to it."""
+    existing = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), *batch]}
+    sizes: dict[int, int] = {}  # storage -> its bytes
+    views: dict[int, dict[tuple, int]] = {}  # storage -> distinct views of it saved -> their bytes
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        sizes[storage.data_ptr()] = storage.nbytes()
+        views.setdefault(storage.data_ptr(), {})[(t.storage_offset(), tuple(t.shape), t.stride())] = t.nbytes
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    # a storage saved several times (a ReLU's output is also the next layer's input) is written and read once
+    saved = {ptr: min(sizes[ptr], sum(seen.values())) for ptr, seen in views.items()}
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    states = [v for p in params for v in optimizer.state[p].values() if torch.is_tensor(v)]
+    count = {"parameters": sum(p.nbytes for p in model.parameters()),
+             "gradients": 2 * sum(p.grad.nbytes for p in params),
+             "optimizer": 2 * sum(p.nbytes for p in params) + 2 * sum(v.nbytes for v in states),
+             "batch": sum(t.nbytes for t in batch),
+             "saved_for_backward": sum(n * (1 if ptr in existing else 2) for ptr, n in saved.items())}
+    return {**count, "total": sum(count.values())}
+
+
+def roofline(flop_per_sample: float, bytes_per_sample: float, flop_per_s: float, bytes_per_s: float) -> dict:
+    """Attainable samples/s of a step: the lower of its compute bound (peak FLOP/s over FLOP per sample) and its
+    memory bound (bandwidth over bytes per sample), and which of the two binds."""
+    compute, memory = flop_per_s / flop_per_sample, bytes_per_s / bytes_per_sample
+    return {"compute_bound_samples_per_s": compute, "memory_bound_samples_per_s": memory,
+            "roofline_samples_per_s": min(compute, memory), "bound": "compute" if compute <= memory else "memory"}
+
+
 def step_setup(overrides: list[str], device: torch.device):
-    """The framework's pieces for one (task, model) as its recipe configures them, and a batch to step on."""
+    """The framework's pieces for one (task, model) as its recipe configures them, a batch, and its step."""
     cfg = compose_config(*overrides, f"device={device.type}")
     seed_everything(cfg.seed)
     task, data, model, optimizer = build_run(cfg, device)
     idx = data.train_idx[:cfg.trainer.batch_size]
     inputs, targets = data.inputs[idx], data.targets[idx]
-    return cfg, lambda: train_step(model, task, optimizer, inputs, targets, cfg.trainer.precision)
+
+    def step() -> torch.Tensor:
+        return train_step(model, task, optimizer, inputs, targets, cfg.trainer.precision)
+    return cfg, model, optimizer, (inputs, targets), step
 
 
 def step_speed(overrides: list[str], device: torch.device, quick: bool) -> dict:
-    """Samples/s and FLOPs of one training step of the composed config."""
-    cfg, step = step_setup(overrides, device)
+    """Samples/s, FLOPs and minimum bytes moved of one training step of the composed config."""
+    cfg, model, optimizer, batch, step = step_setup(overrides, device)
     seconds = best_seconds(step, device, reps=5 if quick else 10, windows=3 if quick else 6)
     with FlopCounterMode(display=False, custom_mapping=FUSED_FLOPS) as counter:
         step()
+    moved = minimum_bytes(model, optimizer, batch, step)
     return {"batch_size": cfg.trainer.batch_size, "precision": cfg.trainer.precision,
             "samples_per_s": cfg.trainer.batch_size / seconds, "flop_per_step": counter.get_total_flops(),
-            "flop_per_s": counter.get_total_flops() / seconds}
+            "flop_per_s": counter.get_total_flops() / seconds, "bytes_per_step": moved["total"],
+            "bytes_per_step_parts": moved}
 
 
 def reference_speeds(pairs: list[tuple[str, str]], device: torch.device, quick: bool) -> dict:
@@ -115,7 +176,9 @@ def time_to_result(task: str, seed: int, device: torch.device) -> dict:
 
 
 def peaks(device: torch.device, quick: bool) -> dict[str, float]:
-    return {"bf16": matmul_peak(torch.bfloat16, device, quick), "fp32": matmul_peak(torch.float32, device, quick)}
+    """Matrix-product FLOP/s per precision and memory bytes/s."""
+    return {"bf16": matmul_peak(torch.bfloat16, device, quick), "fp32": matmul_peak(torch.float32, device, quick),
+            "memory": memory_bandwidth(device, quick)}
 
 
 def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) -> dict:
@@ -132,18 +195,25 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
     references = {k: max(ref_before[k], ref_after[k]) for k in ref_before}
     print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} (other "
           f"processes skew every number); matrix-product peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
-          f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s\n")
+          f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s; memory bandwidth {peak['memory'] / 1e9:.1f} GB/s\n")
     print(f"{'task':<15}{'model':<10}{'batch':>6}{'prec':>6}{'samples/s':>11}{'GFLOP/s':>9}{'%bf16':>7}"
-          f"{'%fp32':>7}{'ref/s':>8}{'x ref':>7}")
+          f"{'%fp32':>7}{'ref/s':>8}{'x ref':>7}{'MB/step':>9}{'bound':>8}{'roof/s':>9}{'%roof':>7}")
     for (task, model), speed in zip(pairs, steps.values()):
         ref = references[(task, model)]
+        batch = speed["batch_size"]
         speed.update(reference_samples_per_s=ref, speedup=speed["samples_per_s"] / ref,
                      fraction_of_bf16_peak=speed["flop_per_s"] / peak["bf16"],
-                     fraction_of_fp32_peak=speed["flop_per_s"] / peak["fp32"])
-        print(f"{task:<15}{model:<10}{speed['batch_size']:>6}{speed['precision']:>6}{speed['samples_per_s']:>11.0f}"
+                     fraction_of_fp32_peak=speed["flop_per_s"] / peak["fp32"],
+                     **roofline(speed["flop_per_step"] / batch, speed["bytes_per_step"] / batch,
+                                peak[speed["precision"]], peak["memory"]))
+        speed["fraction_of_roofline"] = speed["samples_per_s"] / speed["roofline_samples_per_s"]
+        print(f"{task:<15}{model:<10}{batch:>6}{speed['precision']:>6}{speed['samples_per_s']:>11.0f}"
               f"{speed['flop_per_s'] / 1e9:>9.1f}{100 * speed['fraction_of_bf16_peak']:>7.1f}"
-              f"{100 * speed['fraction_of_fp32_peak']:>7.1f}{ref:>8.0f}{speed['speedup']:>7.1f}")
-    return {"peak_flop_per_s": peak, "train_step": steps}
+              f"{100 * speed['fraction_of_fp32_peak']:>7.1f}{ref:>8.0f}{speed['speedup']:>7.1f}"
+              f"{speed['bytes_per_step'] / 1e6:>9.2f}{speed['bound']:>8}{speed['roofline_samples_per_s']:>9.0f}"
+              f"{100 * speed['fraction_of_roofline']:>7.1f}")
+    return {"peak_flop_per_s": {k: peak[k] for k in ("bf16", "fp32")}, "memory_bytes_per_s": peak["memory"],
+            "train_step": steps}
 
 
 def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
