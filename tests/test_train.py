@@ -35,6 +35,12 @@ def test_every_combination_runs_and_writes_its_outputs(tmp_path, smoke, task, sp
     assert (written["task"], written["split"], written["model"]) == (task, split, family)
     for key in ("params", "epochs", "wall_seconds", "train", "test"):
         assert key in written
+    # where the session's time went: every phase measured, none negative, together within the session's total
+    seconds = written["session_seconds"]
+    phases = ("setup", "train", "evaluate_log_checkpoint", "plots")
+    assert set(seconds) == {*phases, "total"} and min(seconds.values()) >= 0
+    assert sum(seconds[p] for p in phases) <= seconds["total"] + 0.01
+    assert seconds["train"] == pytest.approx(written["train_seconds"], abs=0.01)
     headline = TASK_CLASSES[task].headline
     assert headline in written["train"] and headline in written["test"]
     expected = PAPER_PARAMS.get((task, family), PAPER_PARAMS.get((task, family, split)))
