@@ -5,10 +5,11 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from coordexp.data import Dataset, selection_part
@@ -152,6 +153,9 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
     def elapsed() -> float:
         return state.wall_seconds + time.perf_counter() - session_start
 
+    # read once: a config lookup costs microseconds, a step of a small model not many more
+    base_lr, precision, batch_size = cfg.optimizer.lr, trainer.precision, trainer.batch_size
+    schedule = SimpleNamespace(**OmegaConf.to_container(cfg.schedule, resolve=True))
     model.train()
     if trainer.plots and state.step == 0:  # the parameters as initialised: where their histograms start
         runlog.parameter_histograms(model, 0)
@@ -161,9 +165,9 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             state.perm = data.train_idx[torch.randperm(n_train, generator=order).to(device)]
             state.batch, state.loss_sum = 0, torch.zeros((), device=device)
         for b in range(state.batch, steps_per_epoch):
-            idx = state.perm[b * trainer.batch_size:(b + 1) * trainer.batch_size]
-            set_lr(optimizer, cfg.optimizer.lr, lr_factor(cfg.schedule, state.step, steps_per_epoch, total_steps))
-            loss = train_step(model, task, optimizer, data.inputs[idx], data.targets[idx], trainer.precision)
+            idx = state.perm[b * batch_size:(b + 1) * batch_size]
+            set_lr(optimizer, base_lr, lr_factor(schedule, state.step, steps_per_epoch, total_steps))
+            loss = train_step(model, task, optimizer, data.inputs[idx], data.targets[idx], precision)
             state.loss_sum += loss
             state.batch, state.step = b + 1, state.step + 1
             step_count += 1

@@ -30,7 +30,8 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, l2_scope: str) -> torch.o
 
 
 def lr_factor(cfg: DictConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at optimizer step `step` (0-based)."""
+    """Multiplier of the base learning rate at optimizer step `step` (0-based); `cfg` is the schedule's config, or
+    any object with its keys as attributes."""
     if cfg.name == "step":
         decays = step // (cfg.every * steps_per_epoch)
         return cfg.gamma ** (decays if cfg.max_decays is None else min(decays, cfg.max_decays))

@@ -103,7 +103,7 @@ def test_bf16_run_trains_end_to_end(tmp_path, smoke):
 
 def test_target_stops_at_the_first_evaluation_that_reaches_it(tmp_path):
     budget = ["task=classification", "model=coordconv", "trainer.epochs=3", "trainer.max_steps_per_epoch=2",
-              "trainer.plots=false", "trainer.progress=false", *SMALL]
+              "trainer.eval_every=1", "trainer.plots=false", "trainer.progress=false", *SMALL]
     assert train(make_cfg(*budget, "trainer.target=0.0"), tmp_path / "stop")["epochs"] == 1
     assert train(make_cfg(*budget), tmp_path / "full")["epochs"] == 3
 
