@@ -30,6 +30,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from coordexp.aggregate import read_job, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
@@ -293,6 +294,10 @@ def curves_figure(task: str, groups: list[Group]) -> Figure:
                 ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
                                 color=f"C{colour}", alpha=0.2, linewidth=0)
         ax.set(title=f"{task} / {split}", xlabel="epoch", ylabel=headline, xscale="log")
+        # epochs as plain numbers at 1, 2, 5, 10, ...: log-axis minor labels overlap ("3x10^0")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         if headline and not TASK_CLASSES[task].higher_is_better:
             ax.set_yscale("log")
         ax.legend(loc="best", fontsize=8)
