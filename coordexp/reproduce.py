@@ -63,8 +63,6 @@ FAILS = {  # the baseline fails its test set (mean over seeds)
     ("regression", "uniform"): 0.5,       # "struggles": test error >= 0.5 px, the sub-pixel bar CoordConv meets
     ("regression", "quarter"): 0.5,       # "struggles, worst on quarter": the same bar
 }
-# CoordConv solves the test set, on every seed: the paper's result, coordexp.tasks' `solved` of each task
-SOLVES = {name: cls.solved for name, cls in TASK_CLASSES.items()}
 EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run with the first seed only, to fit the time budget
 # Per budget: the baselines' sweep points (variants of the <task>-conv kind; "" is the CPU recipe) and the seeds.
 BUDGETS = {
@@ -166,11 +164,12 @@ def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
     return out / f"{phase}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
 
 
-def stop_at_result(group: Group) -> list[str]:
+def stop_at_result(group: Group) -> tuple[str, ...]:
     """The overrides that end a CoordConv run at its first evaluation that reaches the paper's result (its claim
     is that it gets there; coordexp.tasks' `solved`); the paper-form variants, which show a stall, run their whole
     length like every other setting."""
-    return [f"trainer.target={SOLVES[group.task]}"] if group.model == "coordconv" and not group.variant else []
+    solved = TASK_CLASSES[group.task].solved
+    return (f"trainer.target={solved}",) if group.model == "coordconv" and not group.variant else ()
 
 
 def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
@@ -179,7 +178,7 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
     again (coordexp.rundir), so a reproduction cut short continues where it stopped."""
     where, by_overrides = {}, defaultdict(list)
     for group, seed in jobs:
-        by_overrides[tuple(stop_at_result(group))].append((group.kind, group.split, seed))
+        by_overrides[stop_at_result(group)].append((group.kind, group.split, seed))
     multiruns = [(kinds, splits, seeds, list(extra)) for extra, triples in by_overrides.items()
                  for kinds, splits, seeds in products(triples)]
     for kinds, splits, seeds, extra in multiruns:
@@ -245,7 +244,8 @@ def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str
     """Whether the paper's row holds here, and why: the baseline fits its training set and fails its test
     set (means over seeds), and CoordConv solves the test set on every seed."""
     ct, cc, kt = conv.mean("train"), conv.mean("test"), coord.values("test")
-    fit, fail, solve = FITS[task], FAILS[task, split], SOLVES[task]
+    # CoordConv solves the test set, on every seed: the paper's result, the task's `solved` (coordexp.tasks)
+    fit, fail, solve = FITS[task], FAILS[task, split], TASK_CLASSES[task].solved
     if conv.higher_is_better:
         fits, fails = ct >= fit, cc <= fail
         fit_text, fail_text = f"train {ct:.3g} >= {fit:g}", f"test {cc:.3g} <= {fail:g}"
@@ -322,7 +322,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
              "the paper says, and CoordConv solves the test set on every seed; otherwise it is not established, "
              "and the verdict says which part failed. CoordConv runs stop at their first evaluation that reaches "
              "the paper's result (`trainer.target`: "
-             + ", ".join(f"{task} {SOLVES[task]:g}" for task in dict.fromkeys(t for t, _ in baselines))
+             + ", ".join(f"{task} {TASK_CLASSES[task].solved:g}" for task in dict.fromkeys(t for t, _ in baselines))
              + "), so their time is the time to that result; every other run trains its whole length.", "",
              "## The paper's headline table", "",
              "| task | split | paper: conv | measured conv (train / test) | paper: CoordConv | measured CoordConv "

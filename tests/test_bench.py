@@ -79,3 +79,18 @@ def test_bench_on_a_missing_gpu_says_so_in_one_line():
     run = subprocess.run([sys.executable, str(BENCH), "--device", "cuda"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert "CUDA is not available" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_wall_time_splits_a_cli_run_into_its_phases_and_writes_them(tmp_path):
+    out = tmp_path / "wall.json"
+    run = subprocess.run([sys.executable, str(BENCH.with_name("wall_time.py")), "--repeats", "1", "--out", str(out),
+                          "debug=fast", "trainer.plots=false"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1].endswith("(median)")
+    written = json.loads(out.read_text())
+    [row] = written["runs"]
+    phases = ("startup", "setup", "train", "evaluate_log_checkpoint", "exit")
+    assert all(row[p] >= 0 for p in phases)
+    # the phases and the plots (none here) are the whole process, but for closing the TensorBoard log
+    assert sum(row[p] for p in phases) + row["plots"] == pytest.approx(row["wall"], abs=0.3)
+    assert written["overrides"] == ["debug=fast", "trainer.plots=false"]
