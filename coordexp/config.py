@@ -31,6 +31,7 @@ def choice(name: str, *values: str) -> type[Choice]:
 
 Device = choice("Device", "auto", "cpu", "cuda")  # auto: cuda when it is available, else cpu
 Precision = choice("Precision", "bf16", "fp32")
+TargetPart = choice("TargetPart", "held_out", "train")  # trainer.target on valid (else test) | on the training set
 ScheduleName = choice("ScheduleName", "constant", "step", "cosine")
 InputCoords = choice("InputCoords", "normalized", "pixels")
 RenderLoss = choice("RenderLoss", "bce", "mse", "mse_sigmoid")  # MSE of the logits (the authors'), of the sigmoid
@@ -203,6 +204,7 @@ class Trainer:
     deterministic: bool = key()
     precision: Precision = key()
     target: Optional[float] = optional_key(bounded(0))
+    target_part: TargetPart = key()
     keep_freed_memory: bool = key()
     progress: bool = key()
     plots: bool = key()

@@ -92,7 +92,7 @@ def train_step(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, i
 
 def reached(task: Task, metrics: dict[str, float], target: float | None) -> bool:
     """Whether the headline metric of one part's `metrics` reached `target`: >= for accuracy and IoU, < for pixel
-    error. The loop passes valid's where the data has a valid set, else test's (data.selection_part)."""
+    error. The loop passes the part trainer.target_part names (target_part)."""
     if target is None:
         return False
     value = metrics[task.headline]
@@ -106,20 +106,27 @@ def check_evaluation(evaluation: Evaluation, epoch: int, step: int) -> None:
         raise Diverged(f"the evaluation after epoch {epoch}, step {step} gave non-finite {', '.join(bad)}", epoch, step)
 
 
+def target_part(metrics: dict, on: str) -> str:
+    """The part of an evaluation's `metrics` that trainer.target is read on: the training set for `on` "train",
+    else the held-out part that selects (data.selection_part: valid where there is one, else test)."""
+    return "train" if on == "train" else selection_part(metrics)
+
+
 def training_over(task: Task, state: TrainState, cfg: DictConfig) -> bool:
     """Whether `state` has nothing left to train: every epoch done, or trainer.target reached at its last one."""
     history = state.history
     return state.epoch >= cfg.trainer.epochs or (
         bool(history.epochs) and history.epochs[-1] == state.epoch and state.perm is None
-        and reached(task, history.metrics[-1][selection_part(history.metrics[-1])], cfg.trainer.target))
+        and reached(task, history.metrics[-1][target_part(history.metrics[-1], cfg.trainer.target_part)],
+                    cfg.trainer.target))
 
 
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
         runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
         save: Callable[[TrainState], None]) -> Evaluation:
     """Train from `state` to cfg.trainer.epochs, evaluating every eval_every epochs and after the last;
-    stop early at the first evaluation whose headline metric reaches cfg.trainer.target (if set) on valid,
-    where the data has a valid set, else on test.
+    stop early at the first evaluation whose headline metric reaches cfg.trainer.target (if set) on
+    cfg.trainer.target_part: the training set, or the held-out part (valid where the data has one, else test).
 
     Calls `save(state)` every checkpoint_every epochs and at the end. Raises Interrupted (after saving)
     when `stop` has caught a signal, and Diverged (without saving) when the loss, a weight, the optimizer
@@ -201,8 +208,9 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
             log.info("epoch %d/%d  train loss %.4g  %s", state.epoch, trainer.epochs, train_loss, "  |  ".join(
                 "  ".join(f"{part} {k} {v:.4g}" for k, v in values.items() if k != "loss")
                 for part, values in evaluation.metrics.items()))
-            if reached(task, evaluation.metrics[chosen], trainer.target):
-                log.info("%s %s reached trainer.target=%g after %.2fs of training: stopping", chosen, task.headline,
+            stop_on = target_part(evaluation.metrics, trainer.target_part)
+            if reached(task, evaluation.metrics[stop_on], trainer.target):
+                log.info("%s %s reached trainer.target=%g after %.2fs of training: stopping", stop_on, task.headline,
                          trainer.target, state.train_seconds)
                 last = True
         if state.epoch % trainer.checkpoint_every == 0 or last:

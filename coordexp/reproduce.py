@@ -32,7 +32,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from coordexp.aggregate import read_job, train_test_figure
+from coordexp.aggregate import read_job, read_yaml, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
 from coordexp.config import SPLITS, TASKS, ConfigError
 from coordexp.plots import save_figure
@@ -117,12 +117,38 @@ class Group:
 
 
 def read_run(run_dir: Path, out: Path) -> dict:
-    """A run's summary row (coordexp.aggregate's) with its per-evaluation history from metrics.json."""
+    """A run's summary row (coordexp.aggregate's) with its per-evaluation history and training seconds from
+    metrics.json, and its trainer settings from its saved config."""
     row = read_job(run_dir, out) if run_dir.is_dir() else {"job": run_dir.relative_to(out).as_posix(),
                                                            "status": "missing", "error": None}
-    metrics = run_dir / METRICS_FILE
-    row["history"] = json.loads(metrics.read_text()).get("history") if metrics.exists() else None
+    metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).exists() else {}
+    row["history"], row["train_seconds"] = metrics.get("history"), metrics.get("train_seconds")
+    config = read_yaml(run_dir / ".hydra" / "config.yaml", None)
+    row["trainer"] = config.get("trainer") if isinstance(config, dict) else None
     return row
+
+
+def what_it_did(row: dict, headline: str, higher_is_better: bool) -> str:
+    """How a run ended, in words: at its trainer.target on train or held out, or after its whole length."""
+    trainer = row.get("trainer") or {}
+    if row["status"] != "completed":
+        return row["status"]
+    epochs, target = row.get("epochs"), trainer.get("target")
+    if target is None or epochs == trainer.get("epochs") and not reached_in(row, trainer, higher_is_better):
+        return f"its whole length ({epochs} epochs, {trainer.get('precision', '?')})"
+    part = "train" if trainer.get("target_part") == "train" else "test"
+    words = "fit its training set" if part == "train" else "reached the result"
+    return (f"{words} ({part} {headline} {'>=' if higher_is_better else '<'} {target:g}) after {epochs} of "
+            f"{trainer.get('epochs')} epochs, {trainer.get('precision', '?')}")
+
+
+def reached_in(row: dict, trainer: dict, higher_is_better: bool) -> bool:
+    """Whether a run's final metric on its target part reached its trainer.target."""
+    part = "train" if trainer.get("target_part") == "train" else "test"
+    value = row.get(f"{part}_{row.get('headline')}")
+    if value is None:
+        return False
+    return value >= trainer["target"] if higher_is_better else value < trainer["target"]
 
 
 def products(jobs: list[tuple[str, str, int]]) -> list[tuple[list[str], list[str], list[int]]]:
@@ -165,11 +191,16 @@ def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
 
 
 def stop_at_result(group: Group) -> tuple[str, ...]:
-    """The overrides that end a CoordConv run at its first evaluation that reaches the paper's result (its claim
-    is that it gets there; coordexp.tasks' `solved`); the paper-form variants, which show a stall, run their whole
-    length like every other setting."""
-    solved = TASK_CLASSES[group.task].solved
-    return (f"trainer.target={solved}",) if group.model == "coordconv" and not group.variant else ()
+    """The overrides that end a run where its claim is settled: a CoordConv run at its first evaluation that
+    reaches the paper's result (coordexp.tasks' `solved`: the claim is that it gets there); a CPU-recipe baseline
+    at its first evaluation that fits its training set (FITS, read on train: the claim is about a model that
+    fits, and stopping never looks at test). The paper-form variants (a stall, the paper's training length) and
+    the regressors, whose fit is relative to their test error, run their whole length."""
+    if group.model == "coordconv" and not group.variant:
+        return (f"trainer.target={TASK_CLASSES[group.task].solved}",)
+    if group.model == "conv" and group.variant != "paper" and group.task != "regression":
+        return (f"trainer.target={FITS[group.task]}", "trainer.target_part=train")
+    return ()
 
 
 def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
@@ -209,9 +240,9 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
                      if row["status"] == "completed" else ""), flush=True)
 
 
-def plan(tasks: list[str], splits: list[str], budget: str, renderer_softmax: bool = False
+def plan(tasks: list[str], splits: list[str], budget: str, renderer_softmax: bool = False, extras: bool = False
          ) -> tuple[list[Group], dict[tuple[str, str], list[Group]]]:
-    """The CoordConv settings (every seed) and the extras (the first seed), and the baselines' sweep points
+    """The CoordConv settings (every seed), the extras if asked (the first seed), and the baselines' sweep points
     per (task, split)."""
     groups, sweeps = [], {}
     for task in tasks:
@@ -222,7 +253,7 @@ def plan(tasks: list[str], splits: list[str], budget: str, renderer_softmax: boo
             if renderer_softmax and task == "rendering":  # the paper's unscaled centre map
                 groups.append(Group(task, split, "coordconv", "softmax"))
             sweeps[task, split] = [Group(task, split, "conv", point) for point in BUDGETS[budget]["points"]]
-    groups += [Group(task, split, model) for task in tasks for split in splits for model in EXTRAS]
+    groups += [Group(task, split, model) for task in tasks for split in splits for model in EXTRAS if extras]
     return groups, sweeps
 
 
@@ -312,8 +343,9 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
              f"Measured with `{command}` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
              f"torch {torch.__version__}, launcher {args.launcher}"
              + (f" ({args.workers} jobs at a time)" if args.launcher == "joblib" else "")
-             + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))} (MLP and "
-             f"CoordMLP: the first). **Total wall time {seconds / 60:.1f} min.**", "",
+             + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))}"
+             + (" (MLP and CoordMLP: the first)" if args.extras else "")
+             + f". **Total wall time {seconds / 60:.1f} min.**", "",
              "Values are mean +- std over seeds of the final metric: accuracy (classification), pixel error "
              "(regression, lower is better), IoU (rendering). Each baseline is the point of its sweep "
              f"({', '.join(p or 'recipe' for p in BUDGETS[args.budget]['points'])}, seed {args.seeds[0]}) that fits "
@@ -323,7 +355,14 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
              "and the verdict says which part failed. CoordConv runs stop at their first evaluation that reaches "
              "the paper's result (`trainer.target`: "
              + ", ".join(f"{task} {TASK_CLASSES[task].solved:g}" for task in dict.fromkeys(t for t, _ in baselines))
-             + "), so their time is the time to that result; every other run trains its whole length.", "",
+             + "), so their time is the time to that result. "
+             + ("Baselines stop at their first evaluation that fits the training set (`trainer.target_part=train`: "
+                + ", ".join(f"{task} {FITS[task]:g}" for task in dict.fromkeys(t for t, _ in baselines)
+                            if task != "regression")
+                + "; stopping never looks at test), where a fixed bar says what fitting is; the regressors' fit is "
+                  "relative to their test error, so they train their whole length, as every other run does. "
+                if args.budget != "paper" else "Every other run trains its whole length. ")
+             + "What each run did is under [Every run](#every-run).", "",
              "## The paper's headline table", "",
              "| task | split | paper: conv | measured conv (train / test) | paper: CoordConv | measured CoordConv "
              "(train / test) | params conv / CoordConv | median time conv / CoordConv (s) | verdict |",
@@ -352,12 +391,12 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
     for (task, split), points in sweeps.items():
         lines += [f"| {task} | {split} | {g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''} | "
                   f"{len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
-    lines += ["", "## Beyond the paper: MLP and CoordMLP", "",
-              "| task | split | model | params | train | test |", "|---|---|---|---|---|---|"]
-    for g in groups:
-        if g.model in EXTRAS:
-            lines.append(f"| {g.task} | {g.split} | {g.model} | {g.runs[0].get('params') or '?'} | "
-                         f"{g.summary('train')} | {g.summary('test')} |")
+    extras = [g for g in groups if g.model in EXTRAS]
+    if extras:
+        lines += ["", "## Beyond the paper: MLP and CoordMLP", "",
+                  "| task | split | model | params | train | test |", "|---|---|---|---|---|---|"]
+        lines += [f"| {g.task} | {g.split} | {g.model} | {g.runs[0].get('params') or '?'} | "
+                  f"{g.summary('train')} | {g.summary('test')} |" for g in extras]
     regression = [g for g in groups if g.task == "regression" and g.model == "coordconv"]
     if regression:
         lines += ["", "## The CoordConv regressor: the paper's recipe and the one that works", "",
@@ -384,8 +423,18 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
             per_seed = ", ".join(f"{v:.4g}" for v in g.values("test"))
             lines.append(f"| {g.split} | {g.variant or 'density'} | {per_seed} | "
                          f"{g.summary('train')} / {g.summary('test')} |")
-    failed = [r for g in [*groups, *[p for ps in sweeps.values() for p in ps]] for r in g.runs
-              if r["status"] != "completed"]
+    everything = [*[p for ps in sweeps.values() for p in ps], *groups]
+    lines += ["", "## Every run", "", "What each run did: how it ended, its seconds of training steps and of its training "
+              "loop (evaluations and checkpoints included), and its final train and test metric.", "",
+              "| run | ended | train s | loop s | train | test |", "|---|---|---|---|---|---|"]
+    for g in everything:
+        for r in g.runs:
+            seconds = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a" for k in ("train_seconds", "wall_seconds")]
+            values = [f"{r[f'{part}_{g.headline}']:.4g}" if f"{part}_{g.headline}" in r else "n/a"
+                      for part in ("train", "test")]
+            lines.append(f"| `{r['job']}` | {what_it_did(r, g.headline, g.higher_is_better)} | {' | '.join(seconds)} "
+                         f"| {' | '.join(values)} |")
+    failed = [r for g in everything for r in g.runs if r["status"] != "completed"]
     if failed:
         lines += ["", "## Runs that did not complete", ""]
         lines += [f"- `{r['job']}`: {r['status']} {r.get('error') or ''}" for r in failed]
@@ -444,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     parser.add_argument("--renderer-softmax", action="store_true",
                         help="also run the CoordConv renderer with the paper's unscaled centre map (6 more runs)")
+    parser.add_argument("--extras", action="store_true",
+                        help="also run MLP and CoordMLP (beyond the paper) on the first seed (12 more runs)")
     parser.add_argument("--smoke", action="store_true",
                         help="every run shrunk to a few steps (debug=fast): checks the plumbing")
     parser.add_argument("--full", action="store_true", help="run the paper's whole grids (a cluster's work) instead")
@@ -456,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.full:
         return full_grids(args.out, args)
     start = time.perf_counter()
-    groups, sweeps = plan(args.tasks, args.splits, args.budget, args.renderer_softmax)
+    groups, sweeps = plan(args.tasks, args.splits, args.budget, args.renderer_softmax, args.extras)
     missing = check_kinds(groups, sweeps)
     if missing:
         parser.error(f"no job kind {missing!r} in {KINDS_DIR}")

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from coordexp.config import ConfigError, check
-from coordexp.loop import evaluate, reached, train_step
+from coordexp.loop import evaluate, reached, train_step, training_over
 from coordexp.models import build_model
+from coordexp.rundir import History, TrainState
 from coordexp.tasks import build_task
 from coordexp.train import build_run, train
 from conftest import make_cfg
@@ -108,6 +109,30 @@ def test_target_stops_at_the_first_evaluation_that_reaches_it(tmp_path):
     assert train(make_cfg(*budget), tmp_path / "full")["epochs"] == 3
 
 
+@pytest.mark.parametrize("data, part", [([], "test"), (["data=sampled"], "valid")])
+def test_target_part_train_stops_on_the_training_set_never_on_held_out(data, part):
+    # a baseline that fits its training set (train 0.97) and fails its held-out part (0.02)
+    metrics = {"train": {"accuracy": 0.97}, part: {"accuracy": 0.02}}
+    state = TrainState(epoch=5, history=History(epochs=[5], metrics=[metrics]))
+    cfg = make_cfg("task=classification", "trainer.epochs=10", "trainer.target=0.95", *data)
+    task = build_task(cfg.task, cfg.data)
+    assert not training_over(task, state, cfg)  # held_out (the default): the test/valid part decides
+    cfg.trainer.target_part = "train"
+    assert training_over(task, state, cfg)
+    metrics["train"]["accuracy"] = 0.9
+    assert not training_over(task, state, cfg)
+
+
+def test_target_part_train_ends_a_run_once_it_fits(tmp_path):
+    budget = ["task=classification", "model=coordconv", "trainer.epochs=3", "trainer.max_steps_per_epoch=2",
+              "trainer.eval_every=1", "trainer.plots=false", "trainer.progress=false", *SMALL]
+    full = train(make_cfg(*budget), tmp_path / "full")
+    fitted = [m["train"]["accuracy"] for m in full["history"]["metrics"]]
+    target = max(fitted)  # reached on train at its first epoch with that value, whatever test does
+    stopped = train(make_cfg(*budget, f"trainer.target={target}", "trainer.target_part=train"), tmp_path / "stop")
+    assert stopped["epochs"] == full["history"]["epochs"][fitted.index(target)]
+
+
 def test_target_direction_follows_the_metric():
     cfg = make_cfg("task=regression")
     regression = build_task(cfg.task, cfg.data)
@@ -120,6 +145,7 @@ def test_target_direction_follows_the_metric():
 @pytest.mark.parametrize("override, expected", [
     ("trainer.precision=fp16", "trainer.precision='fp16' is invalid: valid choices: bf16, fp32"),
     ("trainer.target=-1", "trainer.target=-1 is invalid"),
+    ("trainer.target_part=test", "trainer.target_part='test' is invalid: valid choices: held_out, train"),
     ("model.fast=maybe", "model.fast='maybe' is invalid: must be true or false"),
 ])
 def test_bad_fast_path_settings_are_config_errors(override, expected):

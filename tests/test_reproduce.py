@@ -6,13 +6,14 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from coordexp.reproduce import BUDGETS, KINDS_DIR, Group, best, check_kinds, curves_figure, plan, products, verdict
+from coordexp.reproduce import (BUDGETS, FITS, KINDS_DIR, Group, best, check_kinds, curves_figure, plan, products,
+                                stop_at_result, verdict, what_it_did)
 from coordexp.compose import compose_config
 
 
 def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twice(tmp_path):
     args = [sys.executable, "-m", "coordexp.reproduce", "--smoke", "--tasks", "regression", "--splits", "quarter",
-            "--seeds", "0", "--out", str(tmp_path)]
+            "--seeds", "0", "--extras", "--out", str(tmp_path)]
     first = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     report = (tmp_path / "REPORT.md").read_text()
@@ -45,19 +46,21 @@ def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twi
 
 def test_dry_run_prints_one_multirun_per_product_on_the_chosen_launcher(tmp_path):
     out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--dry-run", "--launcher", "slurm",
-                          "--tasks", "classification", "--seeds", "0", "1", "--out", str(tmp_path),
+                          "--tasks", "classification", "--seeds", "0", "1", "--extras", "--out", str(tmp_path),
                           "hydra.launcher.partition=cpu"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     commands = [line for line in out.stdout.splitlines() if line.startswith("python -m coordexp.train -m")]
     assert all("hydra/launcher=slurm" in c and "hydra.launcher.partition=cpu" in c for c in commands), commands
-    # the sweep on seed 0; then the chosen point's seed 1, coordconv x seeds 0-1, the extras x seed 0
+    # the sweep on seed 0; then the chosen point's seed 1, coordconv x seeds 0-1, the extras (asked) x seed 0
     assert [c.split()[4:7] for c in commands] == [
         ["+reproduce=classification-conv,classification-conv-lr2", "split=uniform,quarter", "seed=0"],
         ["+reproduce=classification-conv", "split=uniform,quarter", "seed=1"],
-        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform,quarter", "seed=0"],
-        ["+reproduce=classification-coordconv", "split=uniform,quarter", "seed=0,1"]]
-    # CoordConv's runs stop at the paper's result; no other run has a target
-    assert ["trainer.target=1.0" in c for c in commands] == [False, False, False, True], commands
+        ["+reproduce=classification-coordconv", "split=uniform,quarter", "seed=0,1"],
+        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform,quarter", "seed=0"]]
+    # CoordConv's runs stop at the paper's result on test; the baselines once they fit their training set, read
+    # on train; the extras run their whole length
+    assert ["trainer.target=1.0" in c for c in commands] == [False, False, True, False], commands
+    assert ["trainer.target=0.95 trainer.target_part=train" in c for c in commands] == [True, True, False, False]
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -135,6 +138,39 @@ def test_best_of_sweep_is_chosen_on_train_in_the_tasks_direction():
     low, high = (group("regression", "quarter", "conv", [0.5], [9.0], "a"),
                  group("regression", "quarter", "conv", [1.5], [6.0], "b"))
     assert best([high, low]) is low
+
+
+def test_the_extras_run_only_when_asked():
+    default, _ = plan(["classification"], ["quarter"], "cpu")
+    asked, _ = plan(["classification"], ["quarter"], "cpu", extras=True)
+    assert {g.model for g in asked} - {g.model for g in default} == {"mlp", "coordmlp"}
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+def test_baselines_stop_once_they_fit_their_training_set_and_never_on_test(budget):
+    _, sweeps = plan(["classification", "regression", "rendering"], ["quarter"], budget)
+    for (task, _), points in sweeps.items():
+        for point in points:
+            stop = stop_at_result(point)
+            if task == "regression" or point.variant == "paper":  # a relative fit; the paper's fixed length
+                assert stop == (), point.kind
+            else:
+                assert stop == (f"trainer.target={FITS[task]}", "trainer.target_part=train"), point.kind
+                compose_config(f"+reproduce={point.kind}", *stop)  # valid overrides
+
+
+def test_every_run_table_says_how_each_run_ended():
+    row = {"status": "completed", "epochs": 45, "headline": "accuracy", "train_accuracy": 0.96,
+           "trainer": {"epochs": 50, "target": 0.95, "target_part": "train", "precision": "bf16"}}
+    assert what_it_did(row, "accuracy", True) == ("fit its training set (train accuracy >= 0.95) after 45 of 50 "
+                                                  "epochs, bf16")
+    whole = {**row, "epochs": 50, "train_accuracy": 0.9}
+    assert what_it_did(whole, "accuracy", True) == "its whole length (50 epochs, bf16)"
+    solved = {"status": "completed", "epochs": 2, "headline": "pixel_error", "test_pixel_error": 0.1,
+              "trainer": {"epochs": 6, "target": 0.5, "target_part": "held_out", "precision": "fp32"}}
+    assert what_it_did(solved, "pixel_error", False) == ("reached the result (test pixel_error < 0.5) after 2 of 6 "
+                                                         "epochs, fp32")
+    assert what_it_did({**solved, "status": "interrupted"}, "pixel_error", False) == "interrupted"
 
 
 def test_the_papers_renderer_runs_only_when_asked():
