@@ -32,7 +32,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from coordexp.aggregate import aggregate, describe, read_job
 from coordexp.compose import composition_error
 from coordexp.config import ConfigError, check
 from coordexp.data import selection_part
@@ -283,6 +282,7 @@ def job_outcome(run_dir: Path, settings: str, note: str | None = None) -> str:
     """'classification quarter conv lr=0.01 status=completed test accuracy=0 in 12.3s threads=1 -> RUN_DIR'."""
     if note:
         return f"{settings} {note} -> {run_dir.name}"
+    from coordexp.aggregate import read_job  # a sweep's only: matplotlib loads with it, which a single run skips
     row = read_job(run_dir, run_dir)
     outcome = " ".join(filter(None, (row["task"], row["split"], row["model"], settings, f"status={row['status']}")))
     if row["status"] == "completed":
@@ -301,6 +301,7 @@ def finish_sweep(config: DictConfig, planned: int | None) -> int:
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep = _launched_here()
     signum = sweep.stop.poll() if sweep is not None else 0
+    from coordexp.aggregate import aggregate, describe  # a sweep's only, as job_outcome's
     rows = aggregate(sweep_dir)
     line = f"sweep {'stopped' if signum else 'done'}: {describe(rows)}; summary in {sweep_dir / 'summary.md'}"
     log.info(line)

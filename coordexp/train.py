@@ -28,11 +28,9 @@ from torch import nn
 from coordexp.compose import CONFIG_DIR, compose_config, exit_on_bad_command_line, resumed_config  # noqa: F401
 from coordexp.config import ConfigError
 from coordexp.data import PARTS, Dataset, data_centres, selection_part
-from coordexp.inside import inside_figures
 from coordexp.loop import Diverged, Evaluation, check_evaluation, evaluate, fit, training_over
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
-from coordexp.plots import final_figures, render, save_png
 from coordexp.rundir import (CHECKPOINT, METRICS_FILE, Interrupted, RunDirError, StopRequest, TrainState, claim_run_dir,
                              is_complete, job_config, load_checkpoint, read_metrics, restore, save_checkpoint,
                              write_hydra_dir, write_json)
@@ -61,6 +59,9 @@ def write_plots(task, data: Dataset, model: nn.Module, evaluation: Evaluation, c
                 runlog: RunLog, step: int) -> list[str]:
     """Write plots/*.png (the results, then the looks inside the model) and log them to TensorBoard; return the
     files written, relative to run_dir."""
+    # imported here: matplotlib and the figures load only in a run that draws them (~0.4 s of a process's start)
+    from coordexp.inside import inside_figures
+    from coordexp.plots import final_figures, render, save_png
     written = []
     figures = final_figures(task, data, evaluation, cfg.trainer.plot_examples)
     figures.update(inside_figures(model, task, data, evaluation, cfg.trainer.plot_examples, runlog.parameter_history()))

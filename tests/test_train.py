@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -74,3 +75,16 @@ def test_cli_run_writes_hydra_config_tensorboard_plots_and_metrics(tmp_path):
     assert {"plots/success_map", "plots/positions"} <= set(events.Tags()["images"])
     hparams = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
+
+
+def test_a_run_without_plots_never_loads_matplotlib_or_the_event_reader(tmp_path):
+    # what a run may not use loads only when it is used: a run with trainer.plots=false skips ~0.5 s of imports
+    code = ("import sys; from pathlib import Path; from coordexp.train import train; from conftest import make_cfg; "
+            f"train(make_cfg('task=classification', 'trainer.plots=false', 'debug=fast'), Path({str(tmp_path)!r})); "
+            "loaded = [m for m in ('matplotlib', 'tensorboard.backend.event_processing.event_accumulator', "
+            "'coordexp.aggregate') if m in sys.modules]; print(loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
