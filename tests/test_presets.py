@@ -23,6 +23,7 @@ COMMON = {
     "trainer.precision": "fp32",
     "trainer.max_steps_per_epoch": None,        # every batch of every epoch
     "trainer.target": None,                     # no early stop
+    "trainer.target_part": "held_out",          # (what a target would be read on: unused without one)
     "model.init": "authors",                    # he_normal kernels, zero biases
     "model.l2_scope": "conv",                   # kernel_regularizer on convs only
     "model.with_r": False,                      # include_r=False

@@ -218,7 +218,7 @@ ENDING = [a for a in SMALL if a != "trainer.plots=false"] + ["trainer.epochs=2"]
 # (module, attribute, n): the n-th call of the attribute SIGKILLs the run
 KILL_POINTS = {
     "final evaluation": ("coordexp.loop", "evaluate", 2),  # before the last checkpoint: its epoch is trained again
-    "plots": ("coordexp.train", "save_png", 1),
+    "plots": ("coordexp.plots", "save_png", 1),  # imported by write_plots when it runs
     "tensorboard flush": ("coordexp.tblog", "RunLog.close", 1),
     "metrics write": ("coordexp.train", "write_json", 1),
 }
