@@ -35,6 +35,8 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from coordexp.aggregate import read_job, read_yaml, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
 from coordexp.config import SPLITS, TASKS, ConfigError
+from coordexp.data import PARTS
+from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
 from coordexp.rundir import METRICS_FILE, atomic_write
 from coordexp.tasks import TASK_CLASSES
@@ -128,27 +130,20 @@ def read_run(run_dir: Path, out: Path) -> dict:
     return row
 
 
-def what_it_did(row: dict, headline: str, higher_is_better: bool) -> str:
-    """How a run ended, in words: at its trainer.target on train or held out, or after its whole length."""
-    trainer = row.get("trainer") or {}
+def what_it_did(row: dict, task) -> str:
+    """How a run of `task` (its class in coordexp.tasks) ended, in words: at its trainer.target, on the part
+    trainer.target_part names, or after its whole length (a run stops at the first evaluation that reaches it)."""
     if row["status"] != "completed":
         return row["status"]
-    epochs, target = row.get("epochs"), trainer.get("target")
-    if target is None or epochs == trainer.get("epochs") and not reached_in(row, trainer, higher_is_better):
-        return f"its whole length ({epochs} epochs, {trainer.get('precision', '?')})"
-    part = "train" if trainer.get("target_part") == "train" else "test"
+    trainer, headline = row.get("trainer") or {}, task.headline
+    epochs, target, precision = row.get("epochs"), trainer.get("target"), trainer.get("precision", "?")
+    part = target_part({p: None for p in PARTS if f"{p}_{headline}" in row}, trainer.get("target_part"))
+    value = row.get(f"{part}_{headline}")
+    if value is None or not reached(task, {headline: value}, target):
+        return f"its whole length ({epochs} epochs, {precision})"
     words = "fit its training set" if part == "train" else "reached the result"
-    return (f"{words} ({part} {headline} {'>=' if higher_is_better else '<'} {target:g}) after {epochs} of "
-            f"{trainer.get('epochs')} epochs, {trainer.get('precision', '?')}")
-
-
-def reached_in(row: dict, trainer: dict, higher_is_better: bool) -> bool:
-    """Whether a run's final metric on its target part reached its trainer.target."""
-    part = "train" if trainer.get("target_part") == "train" else "test"
-    value = row.get(f"{part}_{row.get('headline')}")
-    if value is None:
-        return False
-    return value >= trainer["target"] if higher_is_better else value < trainer["target"]
+    return (f"{words} ({part} {headline} {'>=' if task.higher_is_better else '<'} {target:g}) after {epochs} of "
+            f"{trainer.get('epochs')} epochs, {precision}")
 
 
 def products(jobs: list[tuple[str, str, int]]) -> list[tuple[list[str], list[str], list[int]]]:
@@ -432,7 +427,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
             seconds = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a" for k in ("train_seconds", "wall_seconds")]
             values = [f"{r[f'{part}_{g.headline}']:.4g}" if f"{part}_{g.headline}" in r else "n/a"
                       for part in ("train", "test")]
-            lines.append(f"| `{r['job']}` | {what_it_did(r, g.headline, g.higher_is_better)} | {' | '.join(seconds)} "
+            lines.append(f"| `{r['job']}` | {what_it_did(r, TASK_CLASSES[g.task])} | {' | '.join(seconds)} "
                          f"| {' | '.join(values)} |")
     failed = [r for g in everything for r in g.runs if r["status"] != "completed"]
     if failed:

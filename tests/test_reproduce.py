@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from coordexp.reproduce import (BUDGETS, FITS, KINDS_DIR, Group, best, check_kinds, curves_figure, plan, products,
                                 stop_at_result, verdict, what_it_did)
 from coordexp.compose import compose_config
+from coordexp.tasks import TASK_CLASSES
 
 
 def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twice(tmp_path):
@@ -162,15 +163,17 @@ def test_baselines_stop_once_they_fit_their_training_set_and_never_on_test(budge
 def test_every_run_table_says_how_each_run_ended():
     row = {"status": "completed", "epochs": 45, "headline": "accuracy", "train_accuracy": 0.96,
            "trainer": {"epochs": 50, "target": 0.95, "target_part": "train", "precision": "bf16"}}
-    assert what_it_did(row, "accuracy", True) == ("fit its training set (train accuracy >= 0.95) after 45 of 50 "
+    assert what_it_did(row, TASK_CLASSES["classification"]) == ("fit its training set (train accuracy >= 0.95) after 45 of 50 "
                                                   "epochs, bf16")
     whole = {**row, "epochs": 50, "train_accuracy": 0.9}
-    assert what_it_did(whole, "accuracy", True) == "its whole length (50 epochs, bf16)"
+    assert what_it_did(whole, TASK_CLASSES["classification"]) == "its whole length (50 epochs, bf16)"
     solved = {"status": "completed", "epochs": 2, "headline": "pixel_error", "test_pixel_error": 0.1,
               "trainer": {"epochs": 6, "target": 0.5, "target_part": "held_out", "precision": "fp32"}}
-    assert what_it_did(solved, "pixel_error", False) == ("reached the result (test pixel_error < 0.5) after 2 of 6 "
+    assert what_it_did(solved, TASK_CLASSES["regression"]) == ("reached the result (test pixel_error < 0.5) after 2 of 6 "
                                                          "epochs, fp32")
-    assert what_it_did({**solved, "status": "interrupted"}, "pixel_error", False) == "interrupted"
+    assert what_it_did({**solved, "status": "interrupted"}, TASK_CLASSES["regression"]) == "interrupted"
+    with_valid = {**solved, "valid_pixel_error": 0.4, "test_pixel_error": 0.7}  # held out: valid where there is one
+    assert what_it_did(with_valid, TASK_CLASSES["regression"]).startswith("reached the result (valid pixel_error")
 
 
 def test_the_papers_renderer_runs_only_when_asked():
