@@ -185,6 +185,12 @@ def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
     return out / f"{phase}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
 
 
+def fit_bar(task: str) -> float | None:
+    """The train value at which a baseline fits its training set, where FITS gives one (accuracy, IoU: the tasks
+    where higher is better); None where fitting is relative to the test error (FITS is then a ratio: verdict)."""
+    return FITS[task] if TASK_CLASSES[task].higher_is_better else None
+
+
 def stop_at_result(group: Group) -> tuple[str, ...]:
     """The overrides that end a run where its claim is settled: a CoordConv run at its first evaluation that
     reaches the paper's result (coordexp.tasks' `solved`: the claim is that it gets there); a CPU-recipe baseline
@@ -193,8 +199,8 @@ def stop_at_result(group: Group) -> tuple[str, ...]:
     the regressors, whose fit is relative to their test error, run their whole length."""
     if group.model == "coordconv" and not group.variant:
         return (f"trainer.target={TASK_CLASSES[group.task].solved}",)
-    if group.model == "conv" and group.variant != "paper" and group.task != "regression":
-        return (f"trainer.target={FITS[group.task]}", "trainer.target_part=train")
+    if group.model == "conv" and group.variant != "paper" and fit_bar(group.task) is not None:
+        return (f"trainer.target={fit_bar(group.task)}", "trainer.target_part=train")
     return ()
 
 
@@ -352,8 +358,8 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
              + ", ".join(f"{task} {TASK_CLASSES[task].solved:g}" for task in dict.fromkeys(t for t, _ in baselines))
              + "), so their time is the time to that result. "
              + ("Baselines stop at their first evaluation that fits the training set (`trainer.target_part=train`: "
-                + ", ".join(f"{task} {FITS[task]:g}" for task in dict.fromkeys(t for t, _ in baselines)
-                            if task != "regression")
+                + ", ".join(f"{task} {fit_bar(task):g}" for task in dict.fromkeys(t for t, _ in baselines)
+                            if fit_bar(task) is not None)
                 + "; stopping never looks at test), where a fixed bar says what fitting is; the regressors' fit is "
                   "relative to their test error, so they train their whole length, as every other run does. "
                 if args.budget != "paper" else "Every other run trains its whole length. ")
