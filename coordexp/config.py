@@ -30,7 +30,7 @@ def choice(name: str, *values: str) -> type[Choice]:
 
 
 Device = choice("Device", "auto", "cpu", "cuda")  # auto: cuda when it is available, else cpu
-Precision = choice("Precision", "bf16", "fp32")
+Precision = choice("Precision", "auto", "bf16", "fp32")  # auto: bf16 where the device runs it natively
 TargetPart = choice("TargetPart", "held_out", "train")  # trainer.target on valid (else test) | on the training set
 ScheduleName = choice("ScheduleName", "constant", "step", "cosine")
 InputCoords = choice("InputCoords", "normalized", "pixels")

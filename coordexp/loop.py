@@ -123,8 +123,8 @@ def training_over(task: Task, state: TrainState, cfg: DictConfig) -> bool:
 
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
         runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
-        save: Callable[[TrainState], None]) -> Evaluation:
-    """Train from `state` to cfg.trainer.epochs, evaluating every eval_every epochs and after the last;
+        save: Callable[[TrainState], None], precision: str) -> Evaluation:
+    """Train from `state` to cfg.trainer.epochs in `precision` (trainer.precision resolved: bf16 or fp32), evaluating every eval_every epochs and after the last;
     stop early at the first evaluation whose headline metric reaches cfg.trainer.target (if set) on
     cfg.trainer.target_part: the training set, or the held-out part (valid where the data has one, else test).
 
@@ -161,7 +161,7 @@ def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Opti
         return state.wall_seconds + time.perf_counter() - session_start
 
     # read once: a config lookup costs microseconds, a step of a small model not many more
-    base_lr, precision, batch_size = cfg.optimizer.lr, trainer.precision, trainer.batch_size
+    base_lr, batch_size = cfg.optimizer.lr, trainer.batch_size
     schedule = SimpleNamespace(**OmegaConf.to_container(cfg.schedule, resolve=True))
     model.train()
     if trainer.plots and state.step == 0:  # the parameters as initialised: where their histograms start

@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from coordexp.data import PARTS
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
 from coordexp.rundir import METRICS_FILE, atomic_write
+from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
 KINDS_DIR = Path(CONFIG_DIR) / "reproduce"
@@ -125,6 +125,7 @@ def read_run(run_dir: Path, out: Path) -> dict:
                                                            "status": "missing", "error": None}
     metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).exists() else {}
     row["history"], row["train_seconds"] = metrics.get("history"), metrics.get("train_seconds")
+    row["precision"] = metrics.get("precision")  # what trainer.precision resolved to on the machine that ran it
     config = read_yaml(run_dir / ".hydra" / "config.yaml", None)
     row["trainer"] = config.get("trainer") if isinstance(config, dict) else None
     return row
@@ -136,7 +137,7 @@ def what_it_did(row: dict, task) -> str:
     if row["status"] != "completed":
         return row["status"]
     trainer, headline = row.get("trainer") or {}, task.headline
-    epochs, target, precision = row.get("epochs"), trainer.get("target"), trainer.get("precision", "?")
+    epochs, target, precision = row.get("epochs"), trainer.get("target"), row.get("precision") or "?"
     part = target_part({p: None for p in PARTS if f"{p}_{headline}" in row}, trainer.get("target_part"))
     value = row.get(f"{part}_{headline}")
     if value is None or not reached(task, {headline: value}, target):
@@ -341,7 +342,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
     by_name = {g.name: g for g in groups}
     command = " ".join(["python -m coordexp.reproduce", *args.argv])
     lines = ["# coordexp reproduction of Liu et al. (2018), supervised toy tasks", "",
-             f"Measured with `{command}` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+             f"Measured with `{command}` on {os.cpu_count()} CPU cores ({describe_cpu()}), "
              f"torch {torch.__version__}, launcher {args.launcher}"
              + (f" ({args.workers} jobs at a time)" if args.launcher == "joblib" else "")
              + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))}"

@@ -43,10 +43,13 @@ class RunLog:
     session logged after that epoch, so curves continue without duplicated steps.
     """
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, metric_names: list[str], resumed_at: int | None = None):
+    def __init__(self, run_dir: Path, cfg: DictConfig, metric_names: list[str], resumed_at: int | None = None,
+                 resolved: dict[str, str] | None = None):
         purge_step = None if resumed_at is None else resumed_at + 1
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-        exp, ssi, self.session_end = hparams(flat_hparams(cfg), {name: 0.0 for name in metric_names})
+        # `resolved`: what the run decided at start-up beside its config (the precision auto chose), as columns
+        exp, ssi, self.session_end = hparams({**flat_hparams(cfg), **(resolved or {})},
+                                             {name: 0.0 for name in metric_names})
         if resumed_at is None:  # the first session already registered the run's hyperparameters
             self.writer.file_writer.add_summary(exp)
             self.writer.file_writer.add_summary(ssi)

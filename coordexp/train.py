@@ -31,6 +31,7 @@ from coordexp.data import PARTS, Dataset, data_centres, selection_part
 from coordexp.loop import Diverged, Evaluation, check_evaluation, evaluate, fit, training_over
 from coordexp.models import build_model, count_params
 from coordexp.optim import build_optimizer
+from coordexp.precision import resolve_precision
 from coordexp.rundir import (CHECKPOINT, METRICS_FILE, Interrupted, RunDirError, StopRequest, TrainState, claim_run_dir,
                              is_complete, job_config, load_checkpoint, read_metrics, restore, save_checkpoint,
                              write_hydra_dir, write_json)
@@ -96,8 +97,9 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     if cfg.trainer.deterministic:
         make_deterministic()
     seed_everything(cfg.seed)
+    precision = resolve_precision(cfg.trainer.precision, device)
     summary = {"task": cfg.task.name, "split": cfg.split.name, "model": cfg.model.name, "seed": cfg.seed,
-               "device": str(device)}
+               "device": str(device), "precision": precision}
     began = time.perf_counter()
     try:
         task, data, model, optimizer = build_run(cfg, device)
@@ -112,8 +114,9 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "
                           f"already completed after {state.epoch} epochs; pass a larger trainer.epochs to train on")
     summary.update(params=count_params(model), headline=task.headline)
-    log.info("%s / %s / %s: %d params, %s examples, on %s%s", cfg.task.name, cfg.split.name, cfg.model.name,
+    log.info("%s / %s / %s: %d params, %s examples, on %s in %s%s", cfg.task.name, cfg.split.name, cfg.model.name,
              summary["params"], " / ".join(f"{len(idx)} {part}" for part, idx in data.parts().items()), device,
+             precision + (f" (trainer.precision={cfg.trainer.precision})" if precision != cfg.trainer.precision else ""),
              f", resuming after epoch {state.epoch} step {state.step}" if resume else "")
     config = OmegaConf.to_container(cfg, resolve=True)
     trained_before = state.train_seconds
@@ -136,7 +139,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
 
     # valid's columns too, so a sweep over data modes shows the same HParams columns for every run
     runlog = RunLog(run_dir, cfg, [f"{part}/{name}" for part in PARTS for name in ("loss", *METRICS)],
-                    resumed_at=state.epoch if resume else None)
+                    resumed_at=state.epoch if resume else None, resolved={"precision_used": precision})
     try:
         with stop or StopRequest() as stop:  # held to the end: a signal during the final outputs waits for them
             if over:
@@ -144,7 +147,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
                 evaluation = evaluate(model, task, data, cfg.trainer.eval_batch_size)
                 check_evaluation(evaluation, state.epoch, state.step)
             else:
-                evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save)
+                evaluation = fit(model, task, data, optimizer, cfg, runlog, state, order, stop, save, precision)
             seconds["train"] = state.train_seconds - trained_before
             seconds["evaluate_log_checkpoint"] = time.perf_counter() - began - seconds["setup"] - seconds["train"]
             plotting = time.perf_counter()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -33,14 +32,12 @@ from coordexp.runtime import resolve_device
 from coordexp.rundir import write_json
 from coordexp.loop import reached, train_step
 from coordexp.models import FAMILIES
+from coordexp.pointwise import fused_flop_counts
 from coordexp.runtime import keep_freed_memory
 from coordexp.tasks import TASK_CLASSES, TASKS, build_task
 from coordexp.train import build_run, compose_config, seed_everything, train
 
 PLAIN = ["model.fast=false", "trainer.precision=fp32", "optimizer.fused=false"]
-# coordexp.pointwise's fused linear + ReLU is not in torch's FLOP registry: x (M, in) @ w.T (in, out)
-FUSED_FLOPS = {torch.ops.mkldnn._linear_pointwise:
-               lambda x_shape, w_shape, *args, **kwargs: 2 * math.prod(x_shape) * w_shape[0]}
 # elements of each STREAM array: 256 MB in fp32, 8x this CPU's 32 MB L3 and 5x an H100's L2, so it measures memory
 STREAM_ELEMENTS = 2 ** 26
 
@@ -142,7 +139,7 @@ def step_speed(overrides: list[str], device: torch.device, quick: bool) -> dict:
     """Samples/s, FLOPs and minimum bytes moved of one training step of the composed config."""
     cfg, model, optimizer, batch, step = step_setup(overrides, device)
     seconds = best_seconds(step, device, reps=5 if quick else 10, windows=3 if quick else 6)
-    with FlopCounterMode(display=False, custom_mapping=FUSED_FLOPS) as counter:
+    with FlopCounterMode(display=False, custom_mapping=fused_flop_counts()) as counter:
         step()
     moved = minimum_bytes(model, optimizer, batch, step)
     return {"batch_size": cfg.trainer.batch_size, "precision": cfg.trainer.precision,

@@ -59,7 +59,7 @@ CASES = [
     ("nan weight decay", ["optimizer.weight_decay=nan"], ["optimizer.weight_decay", "nan", "finite"]),
     ("infinite onehot scale", ["task=regression", "task.onehot_scale=inf"], ["task.onehot_scale", "inf", "finite"]),
     ("infinite target", ["trainer.target=inf"], ["trainer.target", "inf", "finite"]),
-    ("bad precision", ["trainer.precision=fp16"], ["trainer.precision", "fp16", "bf16, fp32"]),
+    ("bad precision", ["trainer.precision=fp16"], ["trainer.precision", "fp16", "auto, bf16, fp32"]),
     ("bad value in a sweep", ["-m", "trainer.epochs=1,0"], ["trainer.epochs", "0", "integer >= 1"]),
     ("unknown choice in a sweep", ["-m", "model=coordconv,foo"], ["model=foo", "conv, coordconv"]),
 ]

@@ -11,6 +11,7 @@ from coordexp.tasks import build_task
 from coordexp.train import build_run, train
 from conftest import make_cfg
 
+pytestmark = pytest.mark.steps
 SMALL = ["data.canvas=16", "data.square=5"]  # 144 examples of 16x16: evaluations take milliseconds
 # (task, model family, extra overrides): every model with a fast path
 FAST_MODELS = [
@@ -143,7 +144,7 @@ def test_target_direction_follows_the_metric():
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("trainer.precision=fp16", "trainer.precision='fp16' is invalid: valid choices: bf16, fp32"),
+    ("trainer.precision=fp16", "trainer.precision='fp16' is invalid: valid choices: auto, bf16, fp32"),
     ("trainer.target=-1", "trainer.target=-1 is invalid"),
     ("trainer.target_part=test", "trainer.target_part='test' is invalid: valid choices: held_out, train"),
     ("model.fast=maybe", "model.fast='maybe' is invalid: must be true or false"),

@@ -162,13 +162,14 @@ def test_baselines_stop_once_they_fit_their_training_set_and_never_on_test(budge
 
 def test_every_run_table_says_how_each_run_ended():
     row = {"status": "completed", "epochs": 45, "headline": "accuracy", "train_accuracy": 0.96,
-           "trainer": {"epochs": 50, "target": 0.95, "target_part": "train", "precision": "bf16"}}
+           "precision": "bf16",  # what trainer.precision (auto) resolved to, from metrics.json
+           "trainer": {"epochs": 50, "target": 0.95, "target_part": "train", "precision": "auto"}}
     assert what_it_did(row, TASK_CLASSES["classification"]) == ("fit its training set (train accuracy >= 0.95) after 45 of 50 "
                                                   "epochs, bf16")
     whole = {**row, "epochs": 50, "train_accuracy": 0.9}
     assert what_it_did(whole, TASK_CLASSES["classification"]) == "its whole length (50 epochs, bf16)"
     solved = {"status": "completed", "epochs": 2, "headline": "pixel_error", "test_pixel_error": 0.1,
-              "trainer": {"epochs": 6, "target": 0.5, "target_part": "held_out", "precision": "fp32"}}
+              "precision": "fp32", "trainer": {"epochs": 6, "target": 0.5, "target_part": "held_out", "precision": "fp32"}}
     assert what_it_did(solved, TASK_CLASSES["regression"]) == ("reached the result (test pixel_error < 0.5) after 2 of 6 "
                                                          "epochs, fp32")
     assert what_it_did({**solved, "status": "interrupted"}, TASK_CLASSES["regression"]) == "interrupted"

@@ -10,8 +10,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from coordexp.train import train
 from conftest import make_cfg
 
+import torch
+
 from coordexp.config import FAMILIES, SPLITS, TASKS
+from coordexp.precision import resolve_precision
 from coordexp.tasks import TASK_CLASSES
+
+pytestmark = pytest.mark.steps
 # The paper's counts for the default models (PAPER.md); None: no count in the paper. The deconv painter's recipe
 # is the fs=3, mul=1 point of the paper's grid (its 409,921-param fs=3, mul=2 size: test_models.py).
 PAPER_PARAMS = {
@@ -34,6 +39,7 @@ def test_every_combination_runs_and_writes_its_outputs(tmp_path, smoke, task, sp
     assert written == json.loads(json.dumps(metrics))
     assert written["status"] == "completed"
     assert (written["task"], written["split"], written["model"]) == (task, split, family)
+    assert written["precision"] == resolve_precision(cfg.trainer.precision, torch.device("cpu"))
     for key in ("params", "epochs", "wall_seconds", "train", "test"):
         assert key in written
     # where the session's time went: every phase measured, none negative, together within the session's total
