@@ -33,6 +33,7 @@ from coordexp.rundir import write_json
 from coordexp.loop import reached, train_step
 from coordexp.models import FAMILIES
 from coordexp.pointwise import fused_flop_counts
+from coordexp.precision import cpu_model, describe_cpu, native_bf16, onednn_isa, resolve_precision
 from coordexp.runtime import keep_freed_memory
 from coordexp.tasks import TASK_CLASSES, TASKS, build_task
 from coordexp.train import build_run, compose_config, seed_everything, train
@@ -130,19 +131,21 @@ def step_setup(overrides: list[str], device: torch.device):
     idx = data.train_idx[:cfg.trainer.batch_size]
     inputs, targets = data.inputs[idx], data.targets[idx]
 
+    used = resolve_precision(cfg.trainer.precision, device)
+
     def step() -> torch.Tensor:
-        return train_step(model, task, optimizer, inputs, targets, cfg.trainer.precision)
-    return cfg, model, optimizer, (inputs, targets), step
+        return train_step(model, task, optimizer, inputs, targets, used)
+    return cfg, used, model, optimizer, (inputs, targets), step
 
 
 def step_speed(overrides: list[str], device: torch.device, quick: bool) -> dict:
     """Samples/s, FLOPs and minimum bytes moved of one training step of the composed config."""
-    cfg, model, optimizer, batch, step = step_setup(overrides, device)
+    cfg, used, model, optimizer, batch, step = step_setup(overrides, device)
     seconds = best_seconds(step, device, reps=5 if quick else 10, windows=3 if quick else 6)
     with FlopCounterMode(display=False, custom_mapping=fused_flop_counts()) as counter:
         step()
     moved = minimum_bytes(model, optimizer, batch, step)
-    return {"batch_size": cfg.trainer.batch_size, "precision": cfg.trainer.precision,
+    return {"batch_size": cfg.trainer.batch_size, "precision": used,
             "samples_per_s": cfg.trainer.batch_size / seconds, "flop_per_step": counter.get_total_flops(),
             "flop_per_s": counter.get_total_flops() / seconds, "bytes_per_step": moved["total"],
             "bytes_per_step_parts": moved}
@@ -192,7 +195,8 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
     ref_after = reference_speeds(pairs, device, quick)
     peak = {k: max(before[k], after[k]) for k in before}
     references = {k: max(ref_before[k], ref_after[k]) for k in ref_before}
-    print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} (other "
+    print(f"device {device}{f' ({describe_cpu()})' if device.type == 'cpu' else ''}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} (other "
           f"processes skew every number); matrix-product peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
           f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s; memory bandwidth {peak['memory'] / 1e9:.1f} GB/s\n")
     print(f"{'task':<15}{'model':<10}{'batch':>6}{'prec':>6}{'samples/s':>11}{'GFLOP/s':>9}{'%bf16':>7}"
@@ -213,6 +217,30 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
               f"{100 * speed['fraction_of_roofline']:>7.1f}")
     return {"peak_flop_per_s": {k: peak[k] for k in ("bf16", "fp32")}, "memory_bytes_per_s": peak["memory"],
             "train_step": steps}
+
+
+def precision_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) -> dict:
+    """Per recipe that says trainer.precision=auto: a step's seconds in fp32 and in bf16, timed alternately in one
+    process, and which one auto chose here; prints it."""
+    print(f"\ntrainer.precision=auto on this machine: seconds per training step (best of alternating windows)")
+    print(f"{'task':<15}{'model':<10}{'fp32 ms':>9}{'bf16 ms':>9}{'bf16/fp32':>10}{'auto':>6}{'auto/best':>10}")
+    results = {}
+    for task, model in pairs:
+        base = [f"task={task}", "split=quarter", f"model={model}"]
+        if compose_config(*base).trainer.precision != "auto":
+            continue
+        steps = {p: step_setup([*base, f"trainer.precision={p}"], device)[-1] for p in ("fp32", "bf16")}
+        seconds = {p: float("inf") for p in steps}
+        for _ in range(2 if quick else 4):
+            for p, step in steps.items():
+                seconds[p] = min(seconds[p], best_seconds(step, device, reps=3 if quick else 8, windows=1))
+        chosen = resolve_precision("auto", device)
+        row = {"fp32_seconds": seconds["fp32"], "bf16_seconds": seconds["bf16"], "auto": chosen,
+               "auto_over_best": seconds[chosen] / min(seconds.values())}
+        results[f"{task}/{model}"] = row
+        print(f"{task:<15}{model:<10}{1e3 * seconds['fp32']:>9.2f}{1e3 * seconds['bf16']:>9.2f}"
+              f"{seconds['bf16'] / seconds['fp32']:>10.2f}{chosen:>6}{row['auto_over_best']:>10.2f}")
+    return results
 
 
 def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
@@ -252,7 +280,10 @@ def main() -> None:
                                                   args.quick) for t, m in pairs}))
         return
     results = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "onednn_isa": onednn_isa(), "bf16_native": native_bf16(device.type),
                **step_table(pairs, device, args.quick)}
+    results["precision_auto"] = precision_table(pairs, device, args.quick)
     if args.seeds and "coordconv" in args.models:
         results["time_to_result"] = result_table(args.tasks, args.seeds, device)
     results["load_average"] = os.getloadavg()[0]

@@ -72,6 +72,21 @@ def test_bench_measures_a_step_against_the_peak_and_the_plain_reference(tmp_path
     assert step["roofline_samples_per_s"] == bounds[step["bound"]] == min(bounds.values())
     assert step["fraction_of_roofline"] == pytest.approx(step["samples_per_s"] / step["roofline_samples_per_s"])
     assert "regression     mlp" in run.stdout and "%roof" in run.stdout
+    # what the figures were measured on; the mlp regressor's recipe is fp32, so auto has nothing to choose
+    assert results["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and results["cpu"]
+    assert isinstance(results["bf16_native"], bool) and results["precision_auto"] == {}
+
+
+def test_bench_times_both_precisions_of_an_auto_recipe_and_names_autos_choice(bench, capsys):
+    from coordexp.precision import resolve_precision
+    rows = bench.precision_table([("classification", "coordconv"), ("regression", "coordconv")], torch.device("cpu"),
+                                 quick=True)
+    [(name, row)] = rows.items()  # the regressor's recipe is fp32: not timed
+    assert name == "classification/coordconv" and row["auto"] == resolve_precision("auto", torch.device("cpu"))
+    assert row["fp32_seconds"] > 0 and row["bf16_seconds"] > 0
+    assert row["auto_over_best"] == pytest.approx(row[f"{row['auto']}_seconds"] / min(row["fp32_seconds"],
+                                                                                      row["bf16_seconds"]))
+    assert "classification coordconv" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

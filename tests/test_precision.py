@@ -163,3 +163,16 @@ def test_no_private_torch_op_outside_the_guarded_module():
                  for path in (ROOT / folder).rglob("*.py") if path.name != "pointwise.py"
                  for n, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
     assert offenders == []
+
+
+def test_a_run_continued_on_a_machine_that_resolves_auto_otherwise_says_both(tmp_path, monkeypatch, caplog):
+    budget = ["task=classification", "model=coordconv", "trainer.progress=false", "trainer.plots=false",
+              "trainer.max_steps_per_epoch=2", "data.canvas=16", "data.square=5"]
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type: True)
+    assert train(make_cfg(*budget, "trainer.epochs=1"), tmp_path)["precision"] == "bf16"
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type: False)
+    with caplog.at_level(logging.WARNING, logger="coordexp.train"):
+        resumed = train(make_cfg(*budget, "trainer.epochs=2"), tmp_path, resume=True)
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    assert resumed["precision"] == "bf16, then fp32"
+    assert any("trained in bf16 before" in r.getMessage() for r in caplog.records)
