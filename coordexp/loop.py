@@ -124,7 +124,8 @@ def training_over(task: Task, state: TrainState, cfg: DictConfig) -> bool:
 def fit(model: nn.Module, task: Task, data: Dataset, optimizer: torch.optim.Optimizer, cfg: DictConfig,
         runlog: RunLog, state: TrainState, order: torch.Generator, stop: StopRequest,
         save: Callable[[TrainState], None], precision: str) -> Evaluation:
-    """Train from `state` to cfg.trainer.epochs in `precision` (trainer.precision resolved: bf16 or fp32), evaluating every eval_every epochs and after the last;
+    """Train from `state` to cfg.trainer.epochs in `precision` (trainer.precision resolved: bf16 or fp32),
+    evaluating every eval_every epochs and after the last;
     stop early at the first evaluation whose headline metric reaches cfg.trainer.target (if set) on
     cfg.trainer.target_part: the training set, or the held-out part (valid where the data has one, else test).
 
