@@ -64,7 +64,12 @@ def onednn_isa() -> str | None:
 def native_bf16(device_type: str) -> bool:
     """Whether `device_type` ('cpu', 'cuda', ...) runs bf16 natively in this process."""
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a torch without the argument: bf16 there means native (compute capability >= 8)
+            return torch.cuda.get_device_capability()[0] >= 8
     if device_type == "cpu":
         isa = onednn_isa()
         return isa is not None and any(word in isa for word in ("bfloat16", "bf16", "amx"))  # AVX512_BF16 or AMX

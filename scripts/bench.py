@@ -8,9 +8,12 @@ must move at minimum) and the fraction of it the step reaches, and the ratio to 
 the same run: the same model with PLAIN's
 overrides (plain layers, fp32, unfused Adam) and glibc's default allocator (in a subprocess, since the
 allocator setting is process-wide). Then, for the CoordConv models, seconds of training to the paper's result
-on the quarter split, over seeds, through `coordexp.train.train` with trainer.target set.
+on the quarter split, over seeds, through `coordexp.train.train` with trainer.target set. For the recipes that
+say trainer.precision=auto, a step's time in fp32 and in bf16 and which one auto chose (alone: --precision-only).
+It prints what it ran on: the CPU model, ATen's and oneDNN's instruction sets, whether bf16 is native.
 
     python scripts/bench.py [--device auto|cpu|cuda] [--tasks ...] [--models ...] [--seeds 5] [--quick] [--out F]
+    python scripts/bench.py --precision-only --tasks classification rendering --models conv coordconv
 """
 from __future__ import annotations
 
@@ -268,6 +271,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds for time to result (0 skips it)")
     parser.add_argument("--quick", action="store_true", help="shorter timing windows")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--precision-only", action="store_true",
+                        help="only the fp32 and bf16 step times of the auto recipes, and auto's choice")
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)  # the subprocess's role
     args = parser.parse_args()
     try:
@@ -281,10 +286,14 @@ def main() -> None:
         return
     results = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "onednn_isa": onednn_isa(), "bf16_native": native_bf16(device.type),
-               **step_table(pairs, device, args.quick)}
+               "onednn_isa": onednn_isa(), "bf16_native": native_bf16(device.type)}
+    if args.precision_only:
+        print(f"device {device}{f' ({describe_cpu()})' if device.type == 'cpu' else ''}, "
+              f"{torch.get_num_threads()} threads")
+    else:
+        results.update(step_table(pairs, device, args.quick))
     results["precision_auto"] = precision_table(pairs, device, args.quick)
-    if args.seeds and "coordconv" in args.models:
+    if args.seeds and "coordconv" in args.models and not args.precision_only:
         results["time_to_result"] = result_table(args.tasks, args.seeds, device)
     results["load_average"] = os.getloadavg()[0]
     if args.out:

@@ -176,3 +176,5 @@ def test_a_run_continued_on_a_machine_that_resolves_auto_otherwise_says_both(tmp
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
     assert resumed["precision"] == "bf16, then fp32"
     assert any("trained in bf16 before" in r.getMessage() for r in caplog.records)
+    again = train(make_cfg(*budget, "trainer.epochs=3"), tmp_path, resume=True)  # fp32 again: nothing new to say
+    assert again["epochs"] == 3 and again["precision"] == "bf16, then fp32"
