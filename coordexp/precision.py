@@ -107,5 +107,6 @@ def cpu_model() -> str:
 
 def describe_cpu() -> str:
     """'<model>, ATen AVX512, oneDNN <isa>, bf16 native': what a CPU measurement was made on."""
-    return (f"{cpu_model()}, ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn_isa() or 'n/a'}, "
+    isa = onednn_isa() or "with no bf16 path"  # torch sends bf16 to oneDNN only where it expects it to run
+    return (f"{cpu_model()}, ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {isa}, "
             f"bf16 {'native' if native_bf16('cpu') else 'emulated'}")
