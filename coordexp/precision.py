@@ -79,10 +79,12 @@ def native_bf16(device_type: str) -> bool:
 def resolve_precision(requested: str, device: torch.device) -> str:
     """The precision a run's training steps use: `requested` itself, except auto, which is bf16 where the device
     runs it natively and fp32 elsewhere. An explicit bf16 without native support runs (emulated) with a warning."""
+    if requested == "fp32":  # nothing to decide: no probe at a plain run's start-up
+        return "fp32"
     native = native_bf16(device.type)
     if requested == "auto":
         return "bf16" if native else "fp32"
-    if requested == "bf16" and not native:
+    if not native:
         _warn_emulated(device.type)
     return str(requested)
 

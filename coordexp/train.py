@@ -115,10 +115,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
                           f"already completed after {state.epoch} epochs; pass a larger trainer.epochs to train on")
     earlier = (read_metrics(run_dir) or {}).get("precision") if resume else None
     if earlier:  # e.g. started where bf16 is native, continued where it is not: "bf16, then fp32"
+        summary["precision"] = earlier
         if earlier.split(", then ")[-1] != precision:
             log.warning("this run trained in %s before; trainer.precision=%s continues it in %s on this machine",
                         earlier, cfg.trainer.precision, precision)
-        summary["precision"] = earlier if earlier.split(", then ")[-1] == precision else f"{earlier}, then {precision}"
+            summary["precision"] = f"{earlier}, then {precision}"
     summary.update(params=count_params(model), headline=task.headline)
     log.info("%s / %s / %s: %d params, %s examples, on %s in %s%s", cfg.task.name, cfg.split.name, cfg.model.name,
              summary["params"], " / ".join(f"{len(idx)} {part}" for part, idx in data.parts().items()), device,
