@@ -41,6 +41,7 @@ L2Scope = choice("L2Scope", "conv", "all")  # weight decay on conv kernels only 
 PainterWidth = choice("PainterWidth", "fixed", "scaled")  # the renderer's painter: 32/32/64/64 (authors) | x mul
 UniformSplit = choice("UniformSplit", "fraction", "authors")  # an exact held-out fraction | the authors' draw
 Regressor = choice("Regressor", "uniform", "quarter")
+Padding = choice("Padding", "tf", "symmetric")  # strided 'same' convs: TF's (the authors') | both sides alike
 CentreMap = choice("CentreMap", "density", "softmax")
 RegressionTarget = choice("RegressionTarget", "normalized", "pixels")  # centres / canvas | raw pixel coordinates
 RegressionLoss = choice("RegressionLoss", "mse", "l1")
@@ -124,6 +125,7 @@ class Conv(Model):
     mul: int = key(bounded(1, integer=True))
     fs: int = key(bounded(1, integer=True))
     regressor: Regressor = key()
+    padding: Padding = key()
 
 
 @dataclass

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from coordexp.config import FAMILIES  # noqa: F401 (the model families, declared once by the schema)
 from coordexp.nn import AddCoords, tiled_linear
 from coordexp.pointwise import linear_relu_stack
+from coordexp.same import doubling_deconv, strided_conv
 
 CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)  # every convolution the models use (the authors' he_normal, L2)
 
@@ -67,18 +68,17 @@ class DeconvPainter(nn.Module):
     """The paper's deconv baseline: (x, y) as a 1x1 map, stride-2 transposed convs doubling up to the canvas.
 
     Channels 64m, 64m, 64m, 32m, 32m, 1 for a 64 canvas (one more 64m layer per doubling of the canvas),
-    BatchNorm + ReLU after all but the last. 409,921 params at fs=3, mul=2; 46,465 at fs=2, mul=1.
+    BatchNorm + ReLU after all but the last. 409,921 params at fs=3, mul=2; 46,465 at fs=2, mul=1. `padding`
+    (coordexp.same): which 2n rows and columns of each full transposed conv are kept (tf: the authors').
     """
 
-    def __init__(self, canvas: int, mul: int, fs: int):
+    def __init__(self, canvas: int, mul: int, fs: int, padding: str = "tf"):
         super().__init__()
         n_layers = int(math.log2(canvas))
         channels = [2] + [64 * mul] * (n_layers - 3) + [32 * mul] * 2 + [1]
-        # 'same'-style padding for a stride-2 transpose: output exactly doubles for any filter size
-        padding, output_padding = (fs - 1) // 2, 2 + 2 * ((fs - 1) // 2) - fs
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, fs, 2, padding, output_padding))
+            layers.append(doubling_deconv(c_in, c_out, fs, padding))
             if i < n_layers - 1:
                 layers += [nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5), nn.ReLU()]
         self.net = nn.Sequential(*layers)
@@ -170,14 +170,14 @@ class ConvRegressorUniform(nn.Module):
 
 class ConvRegressorQuarter(nn.Module):
     """The authors' conv regressor for the quarter split: strided convs with BatchNorm, ReLU, global average
-    pool. 12,914 params at mul=1."""
+    pool. 12,914 params at mul=1. `padding` (coordexp.same): how its 'same' convs pad (tf: the authors')."""
 
-    def __init__(self, mul: int):
+    def __init__(self, mul: int, padding: str = "tf"):
         super().__init__()
         c = 16 * mul
 
         def conv(c_in, c_out, k, stride):
-            return nn.Conv2d(c_in, c_out, k, stride, padding=k // 2)
+            return strided_conv(c_in, c_out, k, stride, padding)
 
         self.net = nn.Sequential(
             conv(1, c, 5, 2), nn.ReLU(), conv(c, c, 1, 1), nn.ReLU(), nn.BatchNorm2d(c),
@@ -303,13 +303,13 @@ def _build(cfg: DictConfig, task: str, canvas: int) -> nn.Module:
         placed = dict(add_coords=add_coords, coord_at=coord_positions(n_convs, cfg.coord_layers))
     if task == "regression":
         if family == "conv":
-            return ConvRegressorUniform(canvas, cfg.mul) if cfg.regressor == "uniform" else ConvRegressorQuarter(cfg.mul)
+            return ConvRegressorUniform(canvas, cfg.mul) if cfg.regressor == "uniform" else ConvRegressorQuarter(cfg.mul, cfg.padding)
         if family == "coordconv":
             return CoordConvRegressor(**placed)
         add_coords = AddCoords(2, **coords) if family == "coordmlp" else None
         return MLPRegressor(canvas, cfg.hidden, cfg.depth, add_coords)
     if family == "conv":
-        return DeconvPainter(canvas, cfg.mul, cfg.fs)
+        return DeconvPainter(canvas, cfg.mul, cfg.fs, cfg.padding)
     if family == "coordconv":
         if task == "rendering":
             return CoordConvRenderer(canvas, cfg.mul, cfg.fs, **placed, fast=cfg.fast, centre_map=cfg.centre_map,
