@@ -33,8 +33,8 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from coordexp.aggregate import read_job, read_yaml, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
-from coordexp.config import SPLITS, TASKS, ConfigError
-from coordexp.data import PARTS
+from coordexp.config import SPLITS, TASKS, ConfigError, override_keys
+from coordexp.data import PARTS, data_centres
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
 from coordexp.rundir import METRICS_FILE, atomic_write
@@ -66,10 +66,15 @@ FAILS = {  # the baseline fails its test set (mean over seeds)
     ("regression", "quarter"): 0.5,       # "struggles, worst on quarter": the same bar
 }
 EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run with the first seed only, to fit the time budget
-# Per budget: the baselines' sweep points (variants of the <task>-conv kind; "" is the CPU recipe) and the seeds.
+# Per budget: the baselines' sweep points (variants of the <task>-conv kind), the seeds, and the paper's own settings
+# run beside them (kind, splits, seeds): "memorise" is the CPU recipe run on until it memorises its training set
+# (configs/reproduce/<task>-conv-memorise.yaml), the regime of the paper's claims.
 BUDGETS = {
-    "cpu": {"points": ("", "lr2"), "seeds": [0, 1, 2]},  # this 2-core CPU in under 30 minutes
-    "paper": {"points": ("paper",), "seeds": list(range(10))},  # the paper's training length: a cluster's work
+    "cpu": {"points": ("memorise",), "seeds": [0, 1, 2], "paper_settings": ()},
+    "paper": {"points": ("memorise",), "seeds": [0, 1, 2], "paper_settings": (
+        ("classification-coordconv-paper", SPLITS, [0, 1, 2, 3, 4]),  # 50 epochs, batch 16, lr 0.005, fp32
+        ("classification-conv-paper", ("uniform",), [0]),  # the deconv at the paper's length, 1000 epochs
+    )},
 }
 LAUNCHERS = ("joblib", "slurm", "submitit_local", "basic")  # Hydra's hydra/launcher choices
 FULL_GRIDS = ("classification_conv", "classification_coordconv", "regression_conv", "regression_coordconv",
@@ -174,10 +179,14 @@ def launcher_overrides(launcher: str, workers: int) -> list[str]:
 
 
 def job_overrides(kinds: list[str], splits: list[str], seeds: list[int], args) -> list[str]:
-    """The overrides of a multirun over kinds x splits x seeds (what makes it the sweep it is)."""
+    """The overrides of a multirun over kinds x splits x seeds (what makes it the sweep it is). The uniform split
+    is the authors' draw (2368 train / 768 test), with which the paper's numbers were made, unless the user's
+    overrides pick one."""
+    users = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
+    authors = splits == ["uniform"] and "data.uniform_split" not in override_keys(users)
     return [f"+reproduce={','.join(kinds)}", f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}",
-            "trainer.progress=false", *(["debug=fast"] if args.smoke else []),
-            *[o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]]
+            *(["data.uniform_split=authors"] if authors else []), "trainer.progress=false",
+            *(["debug=fast"] if args.smoke else []), *users]
 
 
 def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
@@ -193,15 +202,12 @@ def fit_bar(task: str) -> float | None:
 
 
 def stop_at_result(group: Group) -> tuple[str, ...]:
-    """The overrides that end a run where its claim is settled: a CoordConv run at its first evaluation that
-    reaches the paper's result (coordexp.tasks' `solved`: the claim is that it gets there); a CPU-recipe baseline
-    at its first evaluation that fits its training set (FITS, read on train: the claim is about a model that
-    fits, and stopping never looks at test). The paper-form variants (a stall, the paper's training length) and
-    the regressors, whose fit is relative to their test error, run their whole length."""
+    """The overrides that end a CoordConv run (its CPU recipe) at its first evaluation that reaches the paper's
+    result (coordexp.tasks' `solved`: the claim is that it gets there). The baselines' kinds say themselves when
+    they stop (memorise: once they memorise their training set, read on train, never on test); the paper-form
+    variants run as their kinds say."""
     if group.model == "coordconv" and not group.variant:
         return (f"trainer.target={TASK_CLASSES[group.task].solved}",)
-    if group.model == "conv" and group.variant != "paper" and fit_bar(group.task) is not None:
-        return (f"trainer.target={fit_bar(group.task)}", "trainer.target_part=train")
     return ()
 
 
@@ -212,8 +218,9 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
     where, by_overrides = {}, defaultdict(list)
     for group, seed in jobs:
         by_overrides[stop_at_result(group)].append((group.kind, group.split, seed))
-    multiruns = [(kinds, splits, seeds, list(extra)) for extra, triples in by_overrides.items()
-                 for kinds, splits, seeds in products(triples)]
+    # one multirun per split: the uniform split's jobs take the authors' draw (job_overrides)
+    multiruns = [(kinds, [split], seeds, list(extra)) for extra, triples in by_overrides.items()
+                 for kinds, splits, seeds in products(triples) for split in splits]
     for kinds, splits, seeds, extra in multiruns:
         overrides = job_overrides(kinds, splits, seeds, args) + extra
         directory = sweep_dir(out, phase, overrides)
@@ -259,6 +266,18 @@ def plan(tasks: list[str], splits: list[str], budget: str, renderer_softmax: boo
     return groups, sweeps
 
 
+def paper_settings(tasks: list[str], splits: list[str], budget: str) -> list[tuple[Group, int]]:
+    """The budget's runs of the paper's own settings (configs/reproduce/<kind>.yaml) on the asked tasks and splits:
+    (group, seed) jobs, one group per kind and split."""
+    jobs = []
+    for kind, kind_splits, seeds in BUDGETS[budget]["paper_settings"]:
+        task, model, variant = kind.split("-")
+        for split in (s for s in kind_splits if task in tasks and s in splits):
+            group = Group(task, split, model, variant)
+            jobs += [(group, seed) for seed in seeds]
+    return jobs
+
+
 def longest_first(job: tuple[Group, int]) -> int:
     """A job's rank by its expected length here (measured): the deconv painters, then the renderer, the rest."""
     group = job[0]
@@ -302,6 +321,48 @@ def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str
     return not reasons, claim if not reasons else f"{'; '.join(reasons)} ({claim})"
 
 
+def first_reaching(run: dict, headline: str, task) -> int | None:
+    """The epoch of a run's first evaluation whose test value reaches the paper's result (its task's `solved`)."""
+    history = run.get("history") or {"epochs": [], "metrics": []}
+    return next((epoch for epoch, metrics in zip(history["epochs"], history["metrics"])
+                 if reached(task, {headline: metrics["test"][headline]}, task.solved)), None)
+
+
+def memorise_figure(baselines: dict) -> Figure:
+    """Test against train headline metric at every evaluation of each baseline run, a panel per (task, split), one
+    line per seed with its last evaluation ringed; the paper's bound on test dashed."""
+    keys = list(baselines)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False, layout="constrained")
+    for ax, key in zip(axes[0], keys):
+        group = baselines[key]
+        for colour, run in enumerate(r for r in group.runs if r.get("history")):
+            points = [(m["train"][group.headline], m["test"][group.headline]) for m in run["history"]["metrics"]]
+            ax.plot(*zip(*points), ".-", color=f"C{colour}", label=f"seed {run.get('seed', colour)}")
+            ax.plot(*points[-1], "o", markersize=10, fillstyle="none", color=f"C{colour}")
+        ax.axhline(FAILS[key], linestyle="--", color="gray", label=f"paper's bound {FAILS[key]:g}")
+        ax.set(title=f"{key[0]} / {key[1]} ({group.variant or 'recipe'})", xlabel=f"train {group.headline}",
+               ylabel=f"test {group.headline}")
+        if not group.higher_is_better:
+            ax.set(xscale="log", yscale="log")
+        ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def paper_figure(paper: list[Group]) -> Figure:
+    """Train (dashed) and test (solid) headline metric against epoch of every run of the paper's own settings,
+    a panel per setting and split, a colour per seed."""
+    fig, axes = plt.subplots(1, len(paper), figsize=(5 * len(paper), 4), squeeze=False, layout="constrained")
+    for ax, group in zip(axes[0], paper):
+        for colour, run in enumerate(r for r in group.runs if r.get("history")):
+            history = run["history"]
+            for part, style in (("train", "--"), ("test", "-")):
+                ax.plot(history["epochs"], [m[part][group.headline] for m in history["metrics"]], style,
+                        color=f"C{colour}", label=f"seed {run.get('seed', colour)} {part}")
+        ax.set(title=f"{group.kind} / {group.split}", xlabel="epoch", ylabel=group.headline)
+        ax.legend(loc="best", fontsize=7, ncol=2)
+    return fig
+
+
 def curves_figure(task: str, groups: list[Group]) -> Figure:
     """Train and test headline metric against epoch, the baseline beside CoordConv, one panel per split:
     the mean over seeds as a line, their range as a band. Epochs on a log axis: the baselines run longer."""
@@ -337,10 +398,21 @@ def curves_figure(task: str, groups: list[Group]) -> Figure:
     return fig
 
 
-def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, args) -> str:
-    """REPORT.md: the paper's table beside the measurements, a verdict per row, the curves, the extra models."""
+def split_sizes(split: str, overrides: tuple[str, ...] = ()) -> tuple[int, int]:
+    """(train, test) examples of `split` as the reproduction draws it (job_overrides: the authors' uniform draw)."""
+    extra = ("data.uniform_split=authors",) if split == "uniform" else ()
+    cfg = compose_config(f"split={split}", *extra, *overrides)
+    centres, parts = data_centres(split, cfg.data)
+    return int(parts["train"].sum()), int(parts["test"].sum())
+
+
+def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group], seconds: float, args) -> str:
+    """REPORT.md: the paper's table beside the measurements, a verdict per row, the curves, the paper's own
+    settings, the extra models."""
     by_name = {g.name: g for g in groups}
     command = " ".join(["python -m coordexp.reproduce", *args.argv])
+    splits = dict.fromkeys(s for _, s in baselines)
+    sizes = {split: split_sizes(split) for split in splits}
     lines = ["# coordexp reproduction of Liu et al. (2018), supervised toy tasks", "",
              f"Measured with `{command}` on {os.cpu_count()} CPU cores ({describe_cpu()}), "
              f"torch {torch.__version__}, launcher {args.launcher}"
@@ -348,24 +420,22 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
              + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))}"
              + (" (MLP and CoordMLP: the first)" if args.extras else "")
              + f". **Total wall time {seconds / 60:.1f} min.**", "",
+             "Data: every centre of a 9x9 square on the 64x64 canvas once (3136), split "
+             + "; ".join(f"{split} {train} train / {test} test" for split, (train, test) in sizes.items())
+             + (" (the uniform split is the authors' own random draw, with which the paper's numbers were made)"
+                if "uniform" in sizes else "") + ".", "",
              "Values are mean +- std over seeds of the final metric: accuracy (classification), pixel error "
-             "(regression, lower is better), IoU (rendering). Each baseline is the point of its sweep "
-             f"({', '.join(p or 'recipe' for p in BUDGETS[args.budget]['points'])}, seed {args.seeds[0]}) that fits "
-             "its training set best, rerun with every seed (the sweep is chosen on train, then its test is "
-             "reported). A row is reproduced when the baseline fits its training set and fails its test set as "
-             "the paper says, and CoordConv solves the test set on every seed; otherwise it is not established, "
-             "and the verdict says which part failed. CoordConv runs stop at their first evaluation that reaches "
-             "the paper's result (`trainer.target`: "
+             "(regression, lower is better), IoU (rendering). Each baseline is its CPU recipe run on in the paper's "
+             "memorising regime (configs/reproduce/<task>-conv-memorise.yaml): until it memorises its training "
+             "set (classification: train accuracy >= 0.99, rendering: train IoU >= 0.99; stopping reads train, "
+             "never test) or its epoch cap, whichever comes first; the regressors train their whole length. "
+             "A row is **reproduced** when the baseline fits its training set and fails its test set as the "
+             "paper says (the paper's bounds, as it states them), and CoordConv solves the test set on every "
+             "seed; otherwise it is **contradicted**, and the verdict says which part failed. CoordConv runs stop "
+             "at their first evaluation that reaches the paper's result (`trainer.target`: "
              + ", ".join(f"{task} {TASK_CLASSES[task].solved:g}" for task in dict.fromkeys(t for t, _ in baselines))
-             + "), so their time is the time to that result. "
-             + ("Baselines stop at their first evaluation that fits the training set (`trainer.target_part=train`: "
-                + ", ".join(f"{task} {fit_bar(task):g}" for task in dict.fromkeys(t for t, _ in baselines)
-                            if fit_bar(task) is not None)
-                + "; stopping never looks at test), where a fixed bar says what fitting is; the regressors' fit is "
-                  "relative to their test error, so they train their whole length, as every other run does. "
-                if args.budget != "paper" else "Every other run trains its whole length. ")
-             + "What each run did is under [Every run](#every-run).", "",
-             "## The paper's headline table", "",
+             + "), so their time is the time to that result. What each run did is under [Every run](#every-run).",
+             "", "## The paper's headline table", "",
              "| task | split | paper: conv | measured conv (train / test) | paper: CoordConv | measured CoordConv "
              "(train / test) | params conv / CoordConv | median time conv / CoordConv (s) | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -381,9 +451,13 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
         lines.append(f"| {task} | {split} | {paper_conv} | {conv.summary('train')} / {conv.summary('test')} "
                      f"({conv.variant or 'recipe'}) | {paper_coord} | {coord.summary('train')} / "
                      f"{coord.summary('test')} | {params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "
-                     f"**{'reproduced' if ok else 'not established'}**: {why} |")
-    lines += ["", f"{held} of {len(baselines)} rows reproduced.", "",
+                     f"**{'reproduced' if ok else 'contradicted'}**: {why} |")
+    lines += ["", f"{held} of {len(baselines)} rows reproduced, {len(baselines) - held} contradicted.", "",
               "![train vs test](REPORT.png)", "",
+              "## The baselines as they memorise", "",
+              "Test against train headline metric at every evaluation of each baseline run (one line per seed, "
+              "the last evaluation ringed), with the paper's bound on test (dashed): does test stay on the paper's "
+              "side of it as train goes to 100%?", "", "![test against train](memorise.png)", "",
               "## Learning curves", "",
               "Train (dashed) and test (solid) headline metric against epoch, mean over seeds with their range: "
               "a baseline that memorises without generalising, next to CoordConv learning what generalises.", ""]
@@ -393,6 +467,20 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
     for (task, split), points in sweeps.items():
         lines += [f"| {task} | {split} | {g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''} | "
                   f"{len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
+    if paper:
+        lines += ["", "## The paper's own settings, at their length", "",
+                  "The paper's settings as the authors ran them (configs/experiment/), not the CPU recipes: how "
+                  "many seeds reach the paper's result, and at which evaluation. A run still short of its length "
+                  "(cut off, to be continued by running the same command again) is shown where it got.", "",
+                  "| setting | split | seeds | reach the result | first evaluation there (epoch) | train | test |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in paper:
+            task = TASK_CLASSES[g.task]
+            firsts = [first_reaching(r, g.headline, task) for r in g.runs]
+            reached_at = [str(e) for e in firsts if e is not None]
+            lines.append(f"| {g.kind} | {g.split} | {len(g.runs)} | {len(reached_at)} of {len(g.runs)} | "
+                         f"{', '.join(reached_at) or 'none'} | {g.summary('train')} | {g.summary('test')} |")
+        lines += ["", "![the paper's settings](paper.png)"]
     extras = [g for g in groups if g.model in EXTRAS]
     if extras:
         lines += ["", "## Beyond the paper: MLP and CoordMLP", "",
@@ -425,7 +513,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, seconds: float, a
             per_seed = ", ".join(f"{v:.4g}" for v in g.values("test"))
             lines.append(f"| {g.split} | {g.variant or 'density'} | {per_seed} | "
                          f"{g.summary('train')} / {g.summary('test')} |")
-    everything = [*[p for ps in sweeps.values() for p in ps], *groups]
+    everything = [*[p for ps in sweeps.values() for p in ps], *groups, *paper]
     lines += ["", "## Every run", "", "What each run did: how it ended, its seconds of training steps and of its training "
               "loop (evaluations and checkpoints included), and its final train and test metric.", "",
               "| run | ended | train s | loop s | train | test |", "|---|---|---|---|---|---|"]
@@ -527,14 +615,23 @@ def main(argv: list[str] | None = None) -> int:
     again += [(g, seed) for g in groups for seed in (first if g.model in EXTRAS else args.seeds)]
     print("coordexp.reproduce: phase 2, the chosen baselines' other seeds and every other setting", flush=True)
     launch(args.out, "phase2", sorted(again, key=longest_first), args)
+    # phase 3 (--budget paper): the paper's own settings at their own length
+    paper = paper_settings(args.tasks, args.splits, args.budget)
+    if paper:
+        print("coordexp.reproduce: phase 3, the paper's own settings at their length", flush=True)
+        launch(args.out, "phase3", paper, args)
     if args.dry_run:
         return 0
     seconds = time.perf_counter() - start
-    text = report(groups, baselines, sweeps, seconds, args)
+    paper_groups = [g for i, (g, _) in enumerate(paper) if all(g is not h for h, _ in paper[:i])]
+    text = report(groups, baselines, sweeps, paper_groups, seconds, args)
     atomic_write(args.out / "REPORT.md", lambda f: f.write(text.encode()))
     # the figures show each setting's own recipe: the paper-form variants (one-hot 1, softmax map) are in the tables
     rows = [r for g in groups if not g.variant for r in g.runs] + [r for g in baselines.values() for r in g.runs]
     save_figure(train_test_figure(rows), args.out / "REPORT.png")
+    save_figure(memorise_figure(baselines), args.out / "memorise.png")
+    if paper_groups:
+        save_figure(paper_figure(paper_groups), args.out / "paper.png")
     for task in dict.fromkeys(t for t, _ in baselines):
         shown = [g for key, g in baselines.items() if key[0] == task]
         shown += [g for g in groups if g.task == task and g.model == "coordconv" and not g.variant]
