@@ -402,8 +402,8 @@ def split_sizes(split: str, overrides: tuple[str, ...] = ()) -> tuple[int, int]:
     """(train, test) examples of `split` as the reproduction draws it (job_overrides: the authors' uniform draw)."""
     extra = ("data.uniform_split=authors",) if split == "uniform" else ()
     cfg = compose_config(f"split={split}", *extra, *overrides)
-    centres, parts = data_centres(split, cfg.data)
-    return int(parts["train"].sum()), int(parts["test"].sum())
+    _, parts = data_centres(split, cfg.data)
+    return len(parts["train"]), len(parts["test"])
 
 
 def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group], seconds: float, args) -> str:
@@ -472,14 +472,20 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
                   "The paper's settings as the authors ran them (configs/experiment/), not the CPU recipes: how "
                   "many seeds reach the paper's result, and at which evaluation. A run still short of its length "
                   "(cut off, to be continued by running the same command again) is shown where it got.", "",
-                  "| setting | split | seeds | reach the result | first evaluation there (epoch) | train | test |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| setting | split | seeds | epochs run (of) | reach the paper's result | first evaluation there "
+                  "(epoch) | train per seed (last evaluation) | test per seed |", "|---|---|---|---|---|---|---|---|"]
         for g in paper:
             task = TASK_CLASSES[g.task]
-            firsts = [first_reaching(r, g.headline, task) for r in g.runs]
-            reached_at = [str(e) for e in firsts if e is not None]
-            lines.append(f"| {g.kind} | {g.split} | {len(g.runs)} | {len(reached_at)} of {len(g.runs)} | "
-                         f"{', '.join(reached_at) or 'none'} | {g.summary('train')} | {g.summary('test')} |")
+            ran = ", ".join(f"{r.get('epochs', '?')} ({(r.get('trainer') or {}).get('epochs', '?')})" for r in g.runs)
+            if g.model == "conv":  # a baseline: where it got is the result
+                reach = first = "(a baseline)"
+            else:
+                firsts = [first_reaching(r, g.headline, task) for r in g.runs]
+                reach = f"{sum(e is not None for e in firsts)} of {len(g.runs)}"
+                first = ", ".join(str(e) for e in firsts if e is not None) or "none"
+            last = [r["history"]["metrics"][-1] for r in g.runs if (r.get("history") or {}).get("metrics")]
+            values = [", ".join(f"{m[part][g.headline]:.4g}" for m in last) or "n/a" for part in ("train", "test")]
+            lines.append(f"| {g.kind} | {g.split} | {len(g.runs)} | {ran} | {reach} | {first} | {' | '.join(values)} |")
         lines += ["", "![the paper's settings](paper.png)"]
     extras = [g for g in groups if g.model in EXTRAS]
     if extras:

@@ -6,7 +6,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from coordexp.reproduce import (BUDGETS, FITS, KINDS_DIR, Group, best, check_kinds, curves_figure, plan, products,
+from coordexp.reproduce import (BUDGETS, FAILS, KINDS_DIR, Group, best, check_kinds, curves_figure, first_reaching,
+                                memorise_figure, paper_figure, paper_settings, plan, products, split_sizes,
                                 stop_at_result, verdict, what_it_did)
 from coordexp.compose import compose_config
 from coordexp.tasks import TASK_CLASSES
@@ -23,10 +24,10 @@ def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twi
     assert "![regression curves](curves-regression.png)" in report
     for figure in ("REPORT.png", "curves-regression.png"):
         assert (tmp_path / figure).stat().st_size > 0
-    # phase 1: the 2 baseline sweep points; phase 2: coordconv and its one-hot-1 variant, mlp, coordmlp (the
-    # chosen point's other seeds: test_dry_run_...); each phase's multirun in its own sweep directory
+    # phase 1: the memorising baseline; phase 2: coordconv and its one-hot-1 variant, mlp, coordmlp; each
+    # phase's multirun in its own sweep directory
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json"))
-    assert len(runs) == 2 + 4, runs
+    assert len(runs) == 1 + 4, runs
     assert {r.split("/")[0].split("-")[0] for r in runs} == {"phase1", "phase2"}
     assert any(r.endswith("/regression-coordconv-onehot1/quarter/seed0") for r in runs), runs
     job = next(tmp_path.glob("phase2-*/regression-coordconv/quarter/seed0"))
@@ -52,16 +53,18 @@ def test_dry_run_prints_one_multirun_per_product_on_the_chosen_launcher(tmp_path
     assert out.returncode == 0, out.stderr
     commands = [line for line in out.stdout.splitlines() if line.startswith("python -m coordexp.train -m")]
     assert all("hydra/launcher=slurm" in c and "hydra.launcher.partition=cpu" in c for c in commands), commands
-    # the sweep on seed 0; then the chosen point's seed 1, coordconv x seeds 0-1, the extras (asked) x seed 0
-    assert [c.split()[4:7] for c in commands] == [
-        ["+reproduce=classification-conv,classification-conv-lr2", "split=uniform,quarter", "seed=0"],
-        ["+reproduce=classification-conv", "split=uniform,quarter", "seed=1"],
-        ["+reproduce=classification-coordconv", "split=uniform,quarter", "seed=0,1"],
-        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform,quarter", "seed=0"]]
-    # CoordConv's runs stop at the paper's result on test; the baselines once they fit their training set, read
-    # on train; the extras run their whole length
-    assert ["trainer.target=1.0" in c for c in commands] == [False, False, True, False], commands
-    assert ["trainer.target=0.95 trainer.target_part=train" in c for c in commands] == [True, True, False, False]
+    # one multirun per split (the uniform one on the authors' draw): the memorising baselines, CoordConv, the
+    # extras (asked) on seed 0
+    assert [c.split()[4:8] for c in commands] == [
+        ["+reproduce=classification-conv-memorise", "split=uniform", "seed=0,1", "data.uniform_split=authors"],
+        ["+reproduce=classification-conv-memorise", "split=quarter", "seed=0,1", "trainer.progress=false"],
+        ["+reproduce=classification-coordconv", "split=uniform", "seed=0,1", "data.uniform_split=authors"],
+        ["+reproduce=classification-coordconv", "split=quarter", "seed=0,1", "trainer.progress=false"],
+        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform", "seed=0",
+         "data.uniform_split=authors"],
+        ["+reproduce=classification-mlp,classification-coordmlp", "split=quarter", "seed=0", "trainer.progress=false"]]
+    # CoordConv's runs stop at the paper's result on test; the baselines' kinds stop themselves (on train)
+    assert ["trainer.target=1.0" in c for c in commands] == [False, False, True, True, False, False], commands
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -126,7 +129,7 @@ def test_verdict_asks_the_whole_claim(task, split, conv, coord, holds):
     assert f"train {conv[0][0]:.3g}" in why and f"test {conv[1][0]:.3g}" in why  # names train and test
 
 
-def test_an_underfit_baseline_is_not_established_and_the_verdict_says_why():
+def test_an_underfit_baseline_is_contradicted_and_the_verdict_says_why():
     ok, why = verdict("classification", "quarter", group("classification", "quarter", "conv", [0.44], [0.0]),
                       group("classification", "quarter", "coordconv", [1.0], [1.0]))
     assert not ok and why.startswith("the baseline did not fit its training set: train 0.44 >= 0.95 is false")
@@ -148,16 +151,78 @@ def test_the_extras_run_only_when_asked():
 
 
 @pytest.mark.parametrize("budget", list(BUDGETS))
-def test_baselines_stop_once_they_fit_their_training_set_and_never_on_test(budget):
+def test_baselines_memorise_until_train_099_and_never_stop_on_test(budget):
     _, sweeps = plan(["classification", "regression", "rendering"], ["quarter"], budget)
     for (task, _), points in sweeps.items():
         for point in points:
-            stop = stop_at_result(point)
-            if task == "regression" or point.variant == "paper":  # a relative fit; the paper's fixed length
-                assert stop == (), point.kind
-            else:
-                assert stop == (f"trainer.target={FITS[task]}", "trainer.target_part=train"), point.kind
-                compose_config(f"+reproduce={point.kind}", *stop)  # valid overrides
+            assert stop_at_result(point) == (), point.kind  # the kind says when it stops
+            cfg = compose_config(f"+reproduce={point.kind}", "split=quarter")
+            target = None if task == "regression" else 0.99  # the regressors' fit is relative: whole length
+            assert (cfg.trainer.target, cfg.trainer.target_part) == (target, "held_out" if target is None else "train")
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
+def test_the_memorising_baseline_is_its_recipe_over_three_times_its_epochs(task):
+    recipe = compose_config(f"task={task}", "model=conv", "split=uniform", "data.uniform_split=authors")
+    point = compose_config(f"+reproduce={task}-conv-memorise", "split=uniform", "data.uniform_split=authors")
+    assert point.trainer.epochs == 3 * recipe.trainer.epochs
+    assert point.model.padding == "tf" and point.data.uniform_split == "authors"
+    for key in ("epochs", "target", "target_part"):
+        recipe.trainer[key] = point.trainer[key]
+    assert point == recipe  # nothing else differs
+
+
+def test_the_paper_budget_runs_the_papers_coordconv_setting_and_the_deconv_at_its_length():
+    assert paper_settings(["classification"], ["uniform", "quarter"], "cpu") == []
+    jobs = paper_settings(["classification", "rendering"], ["uniform", "quarter"], "paper")
+    assert sorted({(g.kind, g.split, seed) for g, seed in jobs}) == sorted(
+        [("classification-coordconv-paper", s, k) for s in ("uniform", "quarter") for k in range(5)]
+        + [("classification-conv-paper", "uniform", 0)])
+    assert paper_settings(["regression"], ["uniform"], "paper") == []
+    coord = compose_config("+reproduce=classification-coordconv-paper", "split=quarter")
+    preset = compose_config("experiment=classification_coordconv", "split=quarter")
+    assert coord.trainer.target == 1.0 and preset.trainer.target is None
+    coord.trainer.target = None
+    assert coord == preset  # the paper's setting, stopped once it reaches 100% test
+    deconv = compose_config("+reproduce=classification-conv-paper", "split=uniform")
+    assert (deconv.trainer.epochs, deconv.model.mul, deconv.model.fs, deconv.data.uniform_split) == (1000, 2, 3, "authors")
+
+
+def test_the_report_names_the_authors_uniform_split():
+    assert split_sizes("uniform") == (2368, 768) and split_sizes("quarter") == (2407, 729)
+
+
+def run_with_history(seed, values, headline="accuracy"):
+    return {"status": "completed", "seed": seed, "history": {"epochs": [5 * (i + 1) for i in range(len(values))],
+            "metrics": [{"train": {headline: a}, "test": {headline: b}} for a, b in values]}}
+
+
+def test_first_reaching_reads_test_in_the_tasks_direction():
+    task = TASK_CLASSES["classification"]
+    assert first_reaching(run_with_history(0, [(0.5, 0.9), (1.0, 1.0), (1.0, 1.0)]), "accuracy", task) == 10
+    assert first_reaching(run_with_history(0, [(1.0, 0.99)]), "accuracy", task) is None
+    regression = TASK_CLASSES["regression"]
+    assert first_reaching(run_with_history(0, [(0.1, 0.6), (0.1, 0.4)], "pixel_error"), "pixel_error",
+                          regression) == 10
+
+
+def test_memorise_figure_plots_test_against_train_per_seed_with_the_papers_bound():
+    g = Group("classification", "uniform", "conv", "memorise")
+    g.runs = [run_with_history(seed, [(0.5, 0.4), (0.99, 0.8)]) for seed in range(3)]
+    fig = memorise_figure({("classification", "uniform"): g})
+    (ax,) = fig.axes
+    seeds = [line for line in ax.get_lines() if line.get_label().startswith("seed")]
+    assert len(seeds) == 3 and list(seeds[0].get_xdata()) == [0.5, 0.99] and list(seeds[0].get_ydata()) == [0.4, 0.8]
+    bound = next(line for line in ax.get_lines() if line.get_label().startswith("paper's bound"))
+    assert list(bound.get_ydata()) == [FAILS["classification", "uniform"]] * 2
+
+
+def test_paper_figure_has_a_panel_per_setting_and_draws_runs_cut_short():
+    g = Group("classification", "uniform", "conv", "paper")
+    g.runs = [{**run_with_history(0, [(0.1, 0.1), (0.2, 0.15)]), "status": "interrupted"}]
+    fig = paper_figure([g])
+    assert [ax.get_title() for ax in fig.axes] == ["classification-conv-paper / uniform"]
+    assert len(fig.axes[0].get_lines()) == 2  # its train and test, where it got
 
 
 def test_every_run_table_says_how_each_run_ended():
@@ -197,12 +262,3 @@ def test_curves_show_train_and_test_of_both_models_per_split():
     assert [len(ax.get_lines()) for ax in fig.axes] == [4, 4]  # baseline and CoordConv, train and test
     mean = next(line for line in fig.axes[0].get_lines() if line.get_label().startswith("conv train"))
     assert list(mean.get_ydata()) == pytest.approx([0.49, 0.98])  # the mean over seeds
-
-
-@pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
-def test_the_sweep_point_lr2_is_twice_the_recipes_lr(task):
-    recipe = compose_config(f"+reproduce={task}-conv", "split=quarter")
-    point = compose_config(f"+reproduce={task}-conv-lr2", "split=quarter")
-    assert point.optimizer.lr == pytest.approx(2 * recipe.optimizer.lr)
-    recipe.optimizer.lr = point.optimizer.lr
-    assert point == recipe  # nothing else differs
