@@ -1,15 +1,17 @@
-"""`python -m coordexp.reproduce`: rerun what is behind PAPER.md's headline table, report row by row whether it holds.
+"""`python -m coordexp.reproduce`: rerun what is behind the paper's headline table, report row by row whether it holds.
 
 Every run is a `python -m coordexp.train` job launched by Hydra's launcher: parallel local jobs by default
 (joblib, one torch thread each), a SLURM cluster with `--launcher slurm`. A job kind is a config in
-configs/reproduce/ (task, model and their overrides); each phase is one multirun (or a few) over kinds x
-splits x seeds, longest kinds first, each in its own sweep directory OUT/<phase>-<digest>/<kind>/<split>/seed<k>/.
-The same reproduction run again continues those sweeps: a completed job reports its result without training
-again, an interrupted one resumes from its checkpoint (coordexp.rundir), so a reproduction cut short continues.
-The baselines get a small sweep on the first seed; the point that fits its training set best gets the
-other seeds ("best of sweep", chosen on train). REPORT.md compares the measurements with the paper's
-numbers, with a verdict per row on the whole claim: the baseline fits its training set and fails its
-test set, CoordConv solves it. `--full` runs the paper's whole grids instead.
+configs/reproduce/ (task, model and their overrides); each phase is a few multiruns over kinds x seeds, one
+per split (the uniform one on the authors' draw), longest kinds first, each in its own sweep directory
+OUT/<phase>-<digest>/<kind>/<split>/seed<k>/. The same reproduction run again continues those sweeps: a
+completed job reports its result without training again, an interrupted one resumes from its checkpoint
+(coordexp.rundir), so a reproduction cut short continues. The baselines run in the paper's memorising regime
+(a budget may give them several points: the one that fits its training set best gets the other seeds, chosen
+on train). REPORT.md compares the measurements with the paper's numbers, with a verdict per row on the whole
+claim, reproduced or contradicted: the baseline fits its training set and fails its test set, CoordConv
+solves it. `--budget paper` adds the paper's own settings at their length; `--full` runs the paper's whole
+grids instead. docs/reproduce.md has the rest.
 """
 from __future__ import annotations
 
@@ -193,12 +195,6 @@ def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
     """OUT/<phase>-<digest of the overrides>: the same multirun always gets the same directory, so running the
     reproduction again continues its sweeps (each sweep directory holds one sweep: coordexp.sweep)."""
     return out / f"{phase}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
-
-
-def fit_bar(task: str) -> float | None:
-    """The train value at which a baseline fits its training set, where FITS gives one (accuracy, IoU: the tasks
-    where higher is better); None where fitting is relative to the test error (FITS is then a ratio: verdict)."""
-    return FITS[task] if TASK_CLASSES[task].higher_is_better else None
 
 
 def stop_at_result(group: Group) -> tuple[str, ...]:
