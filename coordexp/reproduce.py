@@ -445,7 +445,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
         params = [next((r["params"] for r in g.runs if r.get("params")), "?") for g in (conv, coord)]
         paper_conv, paper_coord = PAPER[task, split]
         lines.append(f"| {task} | {split} | {paper_conv} | {conv.summary('train')} / {conv.summary('test')} "
-                     f"({conv.variant or 'recipe'}) | {paper_coord} | {coord.summary('train')} / "
+                     f"(`{conv.kind}`) | {paper_coord} | {coord.summary('train')} / "
                      f"{coord.summary('test')} | {params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "
                      f"**{'reproduced' if ok else 'contradicted'}**: {why} |")
     lines += ["", f"{held} of {len(baselines)} rows reproduced, {len(baselines) - held} contradicted.", "",

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coordexp.models import ConvRegressorQuarter, DeconvPainter, count_params
+from conftest import make_cfg
+from coordexp.models import ConvRegressorQuarter, DeconvPainter, build_model, count_params
 from coordexp.same import SameConv2d, SameConvTranspose2d, doubling_deconv, strided_conv, tf_pads
 
 KERNELS = [1, 2, 3, 4, 5, 6]
@@ -112,3 +113,36 @@ def test_padding_keeps_the_quarter_regressors_parameters_and_changes_its_output(
     assert tf.eval()(images).shape == symmetric.eval()(images).shape == (2, 2)
     # before the last ReLU (at initialisation it can zero both outputs): the strided layers read other pixels
     assert not torch.allclose(tf.net[:-1](images), symmetric.net[:-1](images))
+
+
+def layer_calls(model, inputs, kind):
+    """(layer, its input, its output) of every `kind` layer as `model` runs on `inputs` (double precision)."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0], o))) for m in model.modules()
+             if isinstance(m, kind)]
+    model.double().eval()(inputs)
+    for hook in hooks:
+        hook.remove()
+    return calls
+
+
+@pytest.mark.parametrize("fs", [2, 3, 4, 5])
+def test_the_paper_presets_deconv_is_tf_cropped_layer_by_layer(fs):
+    cfg = make_cfg("experiment=classification_conv", "split=uniform", f"model.fs={fs}")
+    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(memory_format=torch.contiguous_format)
+    calls = layer_calls(model, torch.rand(1, 2, dtype=torch.double) * 54 + 4, torch.nn.ConvTranspose2d)
+    assert [tuple(x.shape[-2:]) for _, x, _ in calls] == [(n, n) for n in (1, 2, 4, 8, 16, 32)]
+    for layer, x, out in calls:
+        w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+        expected = tf_crop(full_transposed(x[0].detach().numpy(), w, b, 2), b, x.shape[-1], fs, 2)
+        np.testing.assert_allclose(out[0].detach().numpy(), expected, atol=1e-9)
+
+
+def test_the_paper_presets_quarter_regressor_pads_tf_way_layer_by_layer():
+    cfg = make_cfg("experiment=regression_conv", "split=quarter")
+    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(memory_format=torch.contiguous_format)
+    calls = layer_calls(model, torch.rand(1, 1, 64, 64, dtype=torch.double), torch.nn.Conv2d)
+    strided = [(layer.kernel_size[0], x.shape[-1]) for layer, x, _ in calls if layer.stride == (2, 2)]
+    assert strided == [(5, 64), (3, 32), (3, 16), (3, 8), (3, 4)]  # the authors' strided layers, k 5 and 3
+    for layer, x, out in calls:
+        torch.testing.assert_close(out, strided_reference(x, layer.weight, layer.bias, layer.stride[0]))
