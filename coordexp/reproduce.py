@@ -458,11 +458,12 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
               "Train (dashed) and test (solid) headline metric against epoch, mean over seeds with their range: "
               "a baseline that memorises without generalising, next to CoordConv learning what generalises.", ""]
     lines += [f"![{task} curves](curves-{task}.png)" for task in dict.fromkeys(t for t, _ in baselines)]
-    lines += ["", "## The baselines' sweeps", "",
-              "| task | split | point | seeds | train | test |", "|---|---|---|---|---|---|"]
-    for (task, split), points in sweeps.items():
-        lines += [f"| {task} | {split} | {g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''} | "
-                  f"{len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
+    if any(len(points) > 1 for points in sweeps.values()):  # a budget with several baseline points
+        lines += ["", "## The baselines' sweeps", "",
+                  "| task | split | point | seeds | train | test |", "|---|---|---|---|---|---|"]
+        for (task, split), points in sweeps.items():
+            lines += [f"| {task} | {split} | {g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''}"
+                      f" | {len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
     if paper:
         lines += ["", "## The paper's own settings, at their length", "",
                   "The paper's settings as the authors ran them (configs/experiment/), not the CPU recipes: how "

@@ -169,8 +169,23 @@ def save_checkpoint(path: Path, config: dict, model: torch.nn.Module, optimizer:
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
+# Keys added after runs were first saved: (section, key, the model families it applies to, the behaviour of the runs
+# saved before it). A run saved without the key is read with that value, so it resumes as the network it trained.
+ADDED_KEYS = [("model", "padding", ("conv",), "symmetric")]  # TF's padding became the default after 7ff63cc
+
+
+def with_added_keys(config: dict) -> dict:
+    """A saved config with every key added since it was saved, at the value its run had (ADDED_KEYS)."""
+    for section, key, families, value in ADDED_KEYS:
+        node = config.get(section)
+        if isinstance(node, dict) and node.get("name") in families and key not in node:
+            node[key] = value
+    return config
+
+
 def load_checkpoint(path: Path) -> dict:
-    """The checkpoint's contents, on the CPU; RunDirError if it cannot be read."""
+    """The checkpoint's contents, on the CPU (its config with the keys added since: with_added_keys); RunDirError
+    if it cannot be read."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
@@ -180,6 +195,7 @@ def load_checkpoint(path: Path) -> dict:
                           "it is damaged: start the run afresh in another directory") from None
     if not isinstance(checkpoint, dict) or not {"config", "model", "optimizer", "state", "rng"} <= set(checkpoint):
         raise RunDirError(f"{path} cannot be read: it is not a coordexp checkpoint")
+    with_added_keys(checkpoint["config"])
     return checkpoint
 
 
@@ -420,7 +436,7 @@ def saved_config(run_dir: Path) -> dict | None:
     if (run_dir / CHECKPOINT).exists():
         return load_checkpoint(run_dir / CHECKPOINT)["config"]
     try:
-        return OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_DIR / "config.yaml"), resolve=True)
+        return with_added_keys(OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_DIR / "config.yaml"), resolve=True))
     except Exception:  # missing or damaged: the run cannot be identified
         return None
 

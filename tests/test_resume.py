@@ -307,3 +307,17 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["step"] == 8
+
+
+def test_a_run_saved_before_model_padding_resumes_as_the_network_it_trained(tmp_path):
+    # runs saved up to 7ff63cc have no model.padding: their stride-2 layers padded both sides alike
+    train(make_cfg(*SMALL, "model=conv", "split=quarter", "model.padding=symmetric", "trainer.epochs=1"), tmp_path)
+    checkpoint = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    del checkpoint["config"]["model"]["padding"]
+    torch.save(checkpoint, tmp_path / CHECKPOINT)
+    assert load_checkpoint(tmp_path / CHECKPOINT)["config"]["model"]["padding"] == "symmetric"
+    result = subprocess.run([sys.executable, "-m", "coordexp.train", f"resume={tmp_path}", "trainer.epochs=2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["config"]["model"]["padding"] == "symmetric"
