@@ -44,7 +44,7 @@ from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
 KINDS_DIR = Path(CONFIG_DIR) / "reproduce"
-# The paper's headline numbers (PAPER.md), per (task, split): (conv / deconv, CoordConv).
+# The paper's headline numbers (its Table 1 and text), per (task, split): (conv / deconv, CoordConv).
 PAPER = {
     ("classification", "uniform"): ("train up to 100%, test never above 86%", "100% / 100%"),
     ("classification", "quarter"): ("train ~100%, test ~0%", "100% / 100%"),
@@ -78,6 +78,8 @@ BUDGETS = {
         ("classification-conv-paper", ("uniform",), [0]),  # the deconv at the paper's length, 1000 epochs
     )},
 }
+# The uniform split's override in every reproduction job: the authors' draw, with which the paper's numbers were made
+AUTHORS_SPLIT = "data.uniform_split=authors"
 LAUNCHERS = ("joblib", "slurm", "submitit_local", "basic")  # Hydra's hydra/launcher choices
 FULL_GRIDS = ("classification_conv", "classification_coordconv", "regression_conv", "regression_coordconv",
               "rendering_conv", "rendering_coordconv")  # configs/sweep/: the paper's whole grids
@@ -187,7 +189,7 @@ def job_overrides(kinds: list[str], splits: list[str], seeds: list[int], args) -
     users = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
     authors = splits == ["uniform"] and "data.uniform_split" not in override_keys(users)
     return [f"+reproduce={','.join(kinds)}", f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}",
-            *(["data.uniform_split=authors"] if authors else []), "trainer.progress=false",
+            *([AUTHORS_SPLIT] if authors else []), "trainer.progress=false",
             *(["debug=fast"] if args.smoke else []), *users]
 
 
@@ -396,7 +398,7 @@ def curves_figure(task: str, groups: list[Group]) -> Figure:
 
 def split_sizes(split: str, overrides: tuple[str, ...] = ()) -> tuple[int, int]:
     """(train, test) examples of `split` as the reproduction draws it (job_overrides: the authors' uniform draw)."""
-    extra = ("data.uniform_split=authors",) if split == "uniform" else ()
+    extra = (AUTHORS_SPLIT,) if split == "uniform" else ()
     cfg = compose_config(f"split={split}", *extra, *overrides)
     _, parts = data_centres(split, cfg.data)
     return len(parts["train"]), len(parts["test"])

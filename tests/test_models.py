@@ -7,7 +7,7 @@ from torch import nn
 from coordexp.models import build_model, count_params
 from conftest import make_cfg
 
-# Trainable parameter counts stated in PAPER.md (read off the authors' code).
+# Trainable parameter counts of the paper's models (read off the authors' code).
 PAPER_COUNTS = [
     (("task=classification", "model=coordconv", "model.mul=1"), 7553),
     (("task=classification", "model=conv", "model.fs=3", "model.mul=2"), 409921),

@@ -15,7 +15,7 @@ from conftest import make_cfg
 # The authors' values, read off their code (uber-research/CoordConv): experiment_logs.sh (the commands),
 # util.py (argparse defaults: Adam beta1 .9, beta2 .99; minibatch 256), train.py, model_builders.py (he_normal
 # on every conv, no initializer or L2 on Dense), general/lr_policy.py (step cap), not_so_clevr_generator.py.
-# Where PAPER.md's text speaks it wins, and the line says so. weight_decay = 2 x their L2 lambda.
+# Where the paper's text speaks it wins, and the line says so. weight_decay = 2 x their L2 lambda.
 COMMON = {
     "optimizer._target_": "torch.optim.Adam",   # --opt adam
     "optimizer.betas": [0.9, 0.99],
@@ -46,7 +46,7 @@ PRESETS = {
         "trainer.epochs": 1000, "optimizer.lr": 0.005, "optimizer.weight_decay": 0.0, "params": 409921},
     "rendering_coordconv": {
         **CONSTANT, **PLACED, "task.input_coords": "pixels", "task.loss": "bce", "task.iou": "weighted",
-        "model.mul": 1, "model.fs": 3,  # theirs is 1, which cannot paint a 9x9 square (PAPER.md)
+        "model.mul": 1, "model.fs": 3,  # theirs is 1, which cannot paint a 9x9 square (docs/authors-code.md)
         "model.centre_map": "softmax", "model.painter_width": "fixed", "trainer.batch_size": 16,
         "trainer.epochs": 50, "optimizer.lr": 0.005, "optimizer.weight_decay": 0.0, "params": 11850},
     "rendering_conv": {

@@ -17,8 +17,8 @@ from coordexp.precision import resolve_precision
 from coordexp.tasks import TASK_CLASSES
 
 pytestmark = pytest.mark.steps
-# The paper's counts for the default models (PAPER.md); None: no count in the paper. The deconv painter's recipe
-# is the fs=3, mul=1 point of the paper's grid (its 409,921-param fs=3, mul=2 size: test_models.py).
+# The paper's counts for the default models (read off the authors' code); None: no count in the paper. The deconv
+# painter's recipe is the fs=3, mul=1 point of the paper's grid (its 409,921-param fs=3, mul=2 size: test_models.py).
 PAPER_PARAMS = {
     ("classification", "coordconv"): 7553,
     ("classification", "conv"): 103585,
