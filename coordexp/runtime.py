@@ -46,7 +46,7 @@ def configure_backends(device: torch.device) -> None:
 
 
 def make_deterministic() -> None:
-    """Use PyTorch's deterministic algorithms everywhere, GPU included (slower: see README)."""
+    """Use PyTorch's deterministic algorithms everywhere, GPU included (slower: see docs/runs.md)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible matmuls
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
