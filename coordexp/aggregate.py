@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from coordexp.data import PARTS
-from coordexp.models import FAMILIES
+from coordexp.config import FAMILIES
 from coordexp.plots import save_figure
 from coordexp.rundir import atomic_write
 

@@ -14,7 +14,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from coordexp import rundir  # noqa: F401 (registers the run directory resolvers the hydra node uses)
+from coordexp.rundir import CHECKPOINT, load_checkpoint  # importing it registers the run directory's resolvers
 from coordexp.config import SCHEMAS, ConfigError, check, override_keys
 
 
@@ -155,7 +155,6 @@ RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", 
 
 def checkpoint_config(run_dir: Path) -> dict:
     """The config saved in the checkpoint of `run_dir` (ConfigError when there is none or it is damaged)."""
-    from coordexp.rundir import CHECKPOINT, load_checkpoint
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise ConfigError(f"resume={str(run_dir)!r} is invalid: no checkpoint.pt there; valid: the run "

@@ -36,7 +36,7 @@ from coordexp.rundir import CHECKPOINT, HYDRA_DIR, RunDirError, atomic_write, is
     read_metrics
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
-from coordexp.train import build_dataset
+from coordexp.run import build_dataset
 
 OUTPUTS = ("canvases.csv", "canvases.md", "canvases.png")
 # overrides that say how a run was run or which seed it drew, not which model it is

@@ -12,7 +12,6 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from coordexp.config import FAMILIES  # noqa: F401 (the model families, declared once by the schema)
 from coordexp.nn import AddCoords, tiled_linear
 from coordexp.pointwise import linear_relu_stack
 from coordexp.same import doubling_deconv, strided_conv

@@ -37,6 +37,7 @@ from coordexp.config import ConfigError, check
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
+from coordexp.tasks import build_task
 from coordexp.rundir import (METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
                              remove_temporary_files, write_json)
 
@@ -218,6 +219,13 @@ def _launched_here() -> Sweep | None:
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
+
+def failed_job_value(cfg: DictConfig) -> float:
+    """What a sweep job that did not complete returns to the sweeper: the worst value of the headline metric,
+    so that a search counts it as its worst trial (Optuna 2 ends a whole search on a NaN)."""
+    return -math.inf if build_task(cfg.task, cfg.data).higher_is_better else math.inf
+
+
 
 def run_sweep_job(run_dir: Path, sweep_dir: Path, job: Callable[[StopRequest], dict]) -> float:
     """Run one job of a sweep, `job(stop)`, and return its headline metric on valid where its data has a valid set,

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from coordexp.config import TASKS  # noqa: F401 (the task names, declared once by the schema)
 from coordexp.data import heatmap_images, onehot_images, square_images
 
 # every metric any task reports: each run registers them all as HParams columns, so TensorBoard

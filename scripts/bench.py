@@ -30,16 +30,16 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from coordexp.config import ConfigError
+from coordexp.config import FAMILIES, TASKS, ConfigError
 from coordexp.runtime import resolve_device
 from coordexp.rundir import write_json
 from coordexp.loop import reached, train_step
-from coordexp.models import FAMILIES
 from coordexp.pointwise import fused_flop_counts
 from coordexp.precision import cpu_model, describe_cpu, native_bf16, onednn_isa, resolve_precision
 from coordexp.runtime import keep_freed_memory
-from coordexp.tasks import TASK_CLASSES, TASKS, build_task
-from coordexp.train import build_run, compose_config, seed_everything, train
+from coordexp.tasks import TASK_CLASSES, build_task
+from coordexp.compose import compose_config
+from coordexp.run import build_run, seed_everything, train
 
 PLAIN = ["model.fast=false", "trainer.precision=fp32", "optimizer.fused=false"]
 # elements of each STREAM array: 256 MB in fp32, 8x this CPU's 32 MB L3 and 5x an H100's L2, so it measures memory
@@ -225,7 +225,7 @@ def step_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) 
 def precision_table(pairs: list[tuple[str, str]], device: torch.device, quick: bool) -> dict:
     """Per recipe that says trainer.precision=auto: a step's seconds in fp32 and in bf16, timed alternately in one
     process, and which one auto chose here; prints it."""
-    print(f"\ntrainer.precision=auto on this machine: seconds per training step (best of alternating windows)")
+    print("\ntrainer.precision=auto on this machine: seconds per training step (best of alternating windows)")
     print(f"{'task':<15}{'model':<10}{'fp32 ms':>9}{'bf16 ms':>9}{'bf16/fp32':>10}{'auto':>6}{'auto/best':>10}")
     results = {}
     for task, model in pairs:

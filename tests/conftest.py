@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordexp.train import compose_config as make_cfg
+from coordexp.compose import compose_config
+
+
+def make_cfg(*overrides: str):
+    """The checked config `python -m coordexp.train OVERRIDES` runs (no hydra node)."""
+    return compose_config(*overrides)
 
 
 @pytest.fixture

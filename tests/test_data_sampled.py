@@ -6,13 +6,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from coordexp import train as train_module
+from coordexp import run as run_module
 from coordexp.aggregate import markdown_text, read_job
 from coordexp.config import Exhaustive, Sampled
 from coordexp.data import data_centres, heatmap_images, onehot_images, quarter_test_mask, sampled_centres
 from coordexp.reproduce import Group, best
 from coordexp.tasks import build_task
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 SMALL = ["data=sampled", "data.canvas=16", "data.square=5", "data.train_size=64", "data.valid_size=32",
@@ -128,13 +128,13 @@ def test_a_run_reports_valid_beside_test(tmp_path):
 
 def test_target_stopping_uses_valid_not_test(tmp_path, monkeypatch):
     """Test targets pushed far out of reach: a run that stopped on test would train every epoch."""
-    build = train_module.build_dataset
+    build = run_module.build_dataset
 
     def unreachable_test(cfg, task, device):
         data = build(cfg, task, device)
         data.targets[data.test_idx] += 1000.0
         return data
-    monkeypatch.setattr(train_module, "build_dataset", unreachable_test)
+    monkeypatch.setattr(run_module, "build_dataset", unreachable_test)
     cfg = make_cfg(*SMALL, "debug=fast", "trainer.epochs=3", "trainer.target=100", "trainer.plots=false")
     metrics = train(cfg, tmp_path)
     assert metrics["epochs"] == 1  # valid error < 100 px after the first epoch: stopped there

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from coordexp import evaluate as ev
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 SMALL = ("debug=fast", "data.canvas=32", "data.square=5", "trainer.plots=false")

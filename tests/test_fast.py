@@ -8,7 +8,7 @@ from coordexp.loop import evaluate, reached, train_step, training_over
 from coordexp.models import build_model
 from coordexp.rundir import History, TrainState
 from coordexp.tasks import build_task
-from coordexp.train import build_run, train
+from coordexp.run import build_run, train
 from conftest import make_cfg
 
 pytestmark = pytest.mark.steps

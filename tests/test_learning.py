@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from coordexp.precision import resolve_precision
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 pytestmark = pytest.mark.steps

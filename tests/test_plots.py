@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from coordexp.inside import crop_around, softmax_crops
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 SHRUNK = ["debug=fast", "data.canvas=32", "trainer.epochs=2"]

@@ -13,7 +13,7 @@ import torch
 
 from coordexp import pointwise, precision
 from coordexp.precision import native_bf16, resolve_precision
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 pytestmark = pytest.mark.steps
@@ -90,7 +90,7 @@ def test_an_auto_run_records_the_precision_it_used(tmp_path):
 
 def test_explicit_bf16_trains_where_it_is_emulated():
     # the renderer in bf16 under an AVX2 limit: oneDNN cannot build the fused op there, the public ops run it
-    code = ("from pathlib import Path; import tempfile; from coordexp.train import train; "
+    code = ("from pathlib import Path; import tempfile; from coordexp.run import train; "
             "from conftest import make_cfg; "
             f"m = train(make_cfg('task=rendering', 'model=coordconv', 'trainer.precision=bf16', *{SMALL!r}), "
             "Path(tempfile.mkdtemp())); print(m['status'], m['precision'])")
@@ -171,7 +171,7 @@ def test_a_run_continued_on_a_machine_that_resolves_auto_otherwise_says_both(tmp
     monkeypatch.setattr(precision, "native_bf16", lambda device_type: True)
     assert train(make_cfg(*budget, "trainer.epochs=1"), tmp_path)["precision"] == "bf16"
     monkeypatch.setattr(precision, "native_bf16", lambda device_type: False)
-    with caplog.at_level(logging.WARNING, logger="coordexp.train"):
+    with caplog.at_level(logging.WARNING, logger="coordexp.run"):
         resumed = train(make_cfg(*budget, "trainer.epochs=2"), tmp_path, resume=True)
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
     assert resumed["precision"] == "bf16, then fp32"

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from coordexp.config import ConfigError
 from coordexp.data import held_out_mask, square_centres
 from coordexp.models import build_model, count_params
-from coordexp.train import CONFIG_DIR
+from coordexp.compose import CONFIG_DIR
 from conftest import make_cfg
 
 # The authors' values, read off their code (uber-research/CoordConv): experiment_logs.sh (the commands),

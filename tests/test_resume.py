@@ -12,7 +12,7 @@ import torch
 
 from coordexp.loop import Diverged
 from coordexp.rundir import CHECKPOINT, Interrupted, StopRequest, load_checkpoint, write_json
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 # A small but real run: a 32x32 canvas keeps each evaluation cheap; 3 epochs of 4 steps.
@@ -220,11 +220,10 @@ KILL_POINTS = {
     "final evaluation": ("coordexp.loop", "evaluate", 2),  # before the last checkpoint: its epoch is trained again
     "plots": ("coordexp.plots", "save_png", 1),  # imported by write_plots when it runs
     "tensorboard flush": ("coordexp.tblog", "RunLog.close", 1),
-    "metrics write": ("coordexp.train", "write_json", 1),
+    "metrics write": ("coordexp.run", "write_json", 1),
 }
 DIE = """
-import importlib, os, signal, sys
-import coordexp.train
+import importlib, os, runpy, signal, sys
 module, attribute, nth = {point!r}
 owner = importlib.import_module(module)
 *path, name = attribute.split(".")
@@ -238,7 +237,7 @@ def dying(*args, **kwargs):
     return real(*args, **kwargs)
 setattr(owner, name, dying)
 sys.argv = ["coordexp.train", *{args!r}]
-coordexp.train.main()
+runpy.run_module("coordexp.train", run_name="__main__")  # as python -m coordexp.train runs it
 """
 
 

@@ -138,11 +138,11 @@ def test_another_config_in_a_directory_that_holds_a_run_is_refused_and_writes_no
 def test_the_same_config_starts_over_a_run_killed_before_its_first_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     die_at_first_step = f"""
-import os, signal, sys
-import coordexp.loop, coordexp.train
+import os, runpy, signal, sys
+import coordexp.loop
 coordexp.loop.train_step = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 sys.argv = ["coordexp.train", *{[*QUICK, f"hydra.run.dir={run_dir}"]!r}]
-coordexp.train.main()
+runpy.run_module("coordexp.train", run_name="__main__")  # as python -m coordexp.train runs it
 """
     assert subprocess.run([sys.executable, "-c", die_at_first_step]).returncode == -signal.SIGKILL
     assert not (run_dir / CHECKPOINT).exists() and list(run_dir.glob("events.out.tfevents.*"))

@@ -10,7 +10,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from coordexp.config import check
-from coordexp.train import CONFIG_DIR
+from coordexp.compose import CONFIG_DIR
 from conftest import make_cfg
 
 REPO = Path(__file__).resolve().parent.parent

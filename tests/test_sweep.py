@@ -22,7 +22,7 @@ from coordexp.aggregate import aggregate
 from coordexp.config import check
 from coordexp.rundir import CHECKPOINT, load_checkpoint
 from coordexp.sweep import check_sweep, planned_jobs
-from coordexp.train import CONFIG_DIR
+from coordexp.compose import CONFIG_DIR
 from conftest import make_cfg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,8 +49,8 @@ def start_multirun(sweep_dir: Path, *overrides: str) -> subprocess.Popen:
 
 def wrapped_multirun(sweep_dir: Path, patch: str, *overrides: str) -> subprocess.CompletedProcess:
     """The sweep's CLI in a process where `patch` (Python source) ran first: to make a job fail or a signal come."""
-    script = (f"import os, signal, sys\nimport coordexp.train\n{patch}\nsys.argv = ['coordexp.train', '-m', "
-              f"*{[*overrides, f'hydra.sweep.dir={sweep_dir}']!r}]\ncoordexp.train.main()\n")
+    script = (f"import os, runpy, signal, sys\nimport coordexp.run\n{patch}\nsys.argv = ['coordexp.train', '-m', "
+              f"*{[*overrides, f'hydra.sweep.dir={sweep_dir}']!r}]\nrunpy.run_module(\"coordexp.train\", run_name=\"__main__\")\n")
     return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -238,12 +238,12 @@ def test_tensorboard_sees_one_run_per_job_with_its_hparams(joblib_sweep):
 def test_failing_and_diverging_jobs_are_recorded_and_the_others_complete(tmp_path):
     # seed 1's jobs raise while building (injected); lr=1e300 diverges: four outcomes, the sweep goes on
     patch = """
-real = coordexp.train.build_run
+real = coordexp.run.build_run
 def build_run(cfg, device):
     if cfg.seed == 1:
         raise RuntimeError("injected failure")
     return real(cfg, device)
-coordexp.train.build_run = build_run
+coordexp.run.build_run = build_run
 """
     result = wrapped_multirun(tmp_path, patch, *TINY, "seed=0,1", "optimizer.lr=0.001,1e300")
     assert result.returncode == 1, result.stderr
@@ -332,12 +332,12 @@ def test_sigint_stops_a_sweep_and_rerunning_it_completes_it_identically(tmp_path
 def test_a_signal_between_jobs_is_not_lost(tmp_path):
     # SIGTERM arrives after job 0 trained, before the next job: job 0 is completed, no other job starts
     patch = """
-real = coordexp.train.train
+real = coordexp.run.train
 def train(cfg, *args, **kwargs):
     metrics = real(cfg, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)
     return metrics
-coordexp.train.train = train
+coordexp.run.train = train
 """
     result = wrapped_multirun(tmp_path, patch, *TINY, "seed=0,1,2")
     assert result.returncode == 143, result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from coordexp.train import train
+from coordexp.run import train
 from conftest import make_cfg
 
 import torch
@@ -85,7 +85,7 @@ def test_cli_run_writes_hydra_config_tensorboard_plots_and_metrics(tmp_path):
 
 def test_a_run_without_plots_never_loads_matplotlib_or_the_event_reader(tmp_path):
     # what a run may not use loads only when it is used: a run with trainer.plots=false skips ~0.5 s of imports
-    code = ("import sys; from pathlib import Path; from coordexp.train import train; from conftest import make_cfg; "
+    code = ("import sys; from pathlib import Path; from coordexp.run import train; from conftest import make_cfg; "
             f"train(make_cfg('task=classification', 'trainer.plots=false', 'debug=fast'), Path({str(tmp_path)!r})); "
             "loaded = [m for m in ('matplotlib', 'tensorboard.backend.event_processing.event_accumulator', "
             "'coordexp.aggregate') if m in sys.modules]; print(loaded)")

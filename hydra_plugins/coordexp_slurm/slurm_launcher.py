@@ -53,7 +53,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from submitit.core.utils import UncompletedJobError
 
         from coordexp.rundir import METRICS_FILE, read_metrics, write_json  # here: Hydra imports plugins at start-up
-        from coordexp.train import failed_job_value
+        from coordexp.sweep import failed_job_value
 
         try:
             return job.results()[0]
