@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import math
@@ -29,6 +28,7 @@ from typing import IO, Any, Callable
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -36,7 +36,7 @@ from torch import Tensor
 CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 HYDRA_DIR = ".hydra"         # the run's composed config, its overrides and Hydra's config
-LOCK = ".coordexp.lock"      # flock()ed by the process that holds the directory; it names that process
+LOCK = ".coordexp.lock"      # locked by the process that holds the directory; it names that process
 TEMPORARY = ".*.tmp"         # what atomic_write leaves behind when it is killed mid-write
 # What a run writes besides its log: a directory holding any of these holds a run.
 RESULTS = (CHECKPOINT, METRICS_FILE, HYDRA_DIR, "plots", "events.out.tfevents.*")
@@ -297,27 +297,25 @@ def read_stop_file(path: Path) -> int:
 # --- ownership -------------------------------------------------------------------------------------------
 
 class DirLock:
-    """An exclusive flock() on `directory`/.coordexp.lock, held until `release` or the process ends.
+    """An exclusive file lock (filelock) on `directory`/.coordexp.lock, held until `release` or the process ends.
 
     RunDirError, naming the directory under `key` and the holder, when another process holds it or the
     directory cannot be written. With `create`, a missing directory is made first.
     """
 
     def __init__(self, directory: Path, key: str, create: bool = True):
-        self.directory = directory
+        self.path = directory / LOCK
+        self.lock = FileLock(self.path, timeout=0, thread_local=False)  # released by whichever thread ends the run
         try:
             if create:
                 directory.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as error:
-            raise RunDirError(f"{key}={str(directory)!r} is invalid: cannot write there ({error})") from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 1000, 0).decode(errors="replace").strip() or "a process that just started"
-            os.close(self.fd)
+            self.lock.acquire()
+        except Timeout:
+            holder = self.path.read_text(errors="replace").strip() or "a process that just started"
             raise RunDirError(f"{key}={str(directory)!r} is in use by another coordexp run ({holder}); wait for "
                               "it to end or choose another directory") from None
+        except OSError as error:
+            raise RunDirError(f"{key}={str(directory)!r} is invalid: cannot write there ({error})") from None
         try:
             tempfile.TemporaryFile(dir=directory).close()  # the lock file may exist in a directory we cannot write
         except OSError as error:
@@ -326,17 +324,14 @@ class DirLock:
 
     def announce(self) -> None:
         """Write who holds the directory into the lock file, for the message of a process it refuses."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                           .encode(), 0)
+        self.path.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
     def release(self) -> None:
         """Let go of the directory (the lock file stays: removing it could let two processes hold it)."""
-        if self.fd >= 0:
-            if os.fstat(self.fd).st_size:
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)
-            self.fd = -1
+        if self.lock.is_locked:
+            if self.path.stat().st_size:
+                self.path.write_text("")
+            self.lock.release()
 
 
 @dataclass

@@ -9,7 +9,6 @@ at the end the summary files (`coordexp.aggregate`) and an exit status that says
 from __future__ import annotations
 
 import copy
-import fcntl
 import itertools
 import logging
 import math
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from filelock import FileLock
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -43,6 +43,7 @@ from coordexp.rundir import (METRICS_FILE, DirLock, Interrupted, RunDirError, St
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG = "sweep.log"  # in the sweep directory: one line per finished job, then the sweep's summary
+PROGRESS_LOCK = ".sweep.log.lock"  # held while a job counts and appends its line
 SESSION_STARTS = ("sweep started", "sweep continued")  # a progress log line that begins a session's count
 STOP_FILE = ".stop"         # in the sweep directory while a sweep is stopping: the signal's name
 SKIPPED = "skipped"         # a job that did not start because the sweep was stopping
@@ -275,8 +276,8 @@ def append_line(sweep_dir: Path, line: str) -> None:
 
 def append_progress(sweep_dir: Path, planned: int | None, outcome: str) -> str:
     """Append 'job K/N done: OUTCOME' to the sweep's progress log, K counting the jobs this session has finished."""
-    with open(sweep_dir / PROGRESS_LOG, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # parallel jobs may finish together: count and append as one step
+    # parallel jobs may finish together: count and append as one step
+    with FileLock(sweep_dir / PROGRESS_LOCK, thread_local=False), open(sweep_dir / PROGRESS_LOG, "a+") as f:
         f.seek(0)
         done = 1
         for line in f:
