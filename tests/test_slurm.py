@@ -164,10 +164,11 @@ def assert_continued(run_dir: Path) -> None:
 def test_a_sweep_runs_every_job_as_a_slurm_job_and_summarises_every_one(tmp_path):
     # the issue's `task=classification split=uniform,quarter model=conv,coordconv trainer.epochs=1`, shrunk
     sweep = start_sweep(tmp_path, "task=classification", "split=uniform,quarter", "model=conv,coordconv",
-                        "trainer.epochs=1", "debug=fast", "trainer.plots=false")
+                        "trainer.epochs=1", "debug=fast", "trainer.plots=false", "+hydra.sweep.mode=0750")
     ids = slurm_ids(tmp_path, 4)
     code, output = finish(sweep)
     assert code == 0, output
+    assert oct(tmp_path.stat().st_mode & 0o777) == "0o750"  # the plugin's hydra.sweep.mode, kept
     for job in ids:
         assert sacct(job) == [(job, "COMPLETED")]
     assert sorted((row["split"], row["model"], row["status"]) for row in summary_rows(tmp_path).values()) == [

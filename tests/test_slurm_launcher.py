@@ -1,0 +1,28 @@
+"""The SLURM launcher (hydra_plugins/coordexp_slurm) follows the installed submitit plugin's launch: Hydra has no
+public hook for how a launcher collects its jobs, so the plugin's launch is read and followed, and this test fails
+the day the installed plugin's launch changes (then read it again and follow what changed)."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import pytest
+
+plugin = pytest.importorskip("hydra_plugins.hydra_submitit_launcher.submitit_launcher")
+
+
+def test_the_installed_plugins_launch_is_the_one_the_slurm_launcher_follows():
+    from hydra_plugins.coordexp_slurm.slurm_launcher import PLUGIN_LAUNCH_SHA1, SlurmLauncher
+
+    installed = hashlib.sha1(inspect.getsource(plugin.SlurmLauncher.launch).encode()).hexdigest()
+    assert installed == PLUGIN_LAUNCH_SHA1, (
+        "hydra-submitit-launcher's SlurmLauncher.launch changed: follow the change in "
+        "hydra_plugins/coordexp_slurm/slurm_launcher.py and record its sha1 there")
+    assert issubclass(SlurmLauncher, plugin.SlurmLauncher)
+
+
+def test_the_slurm_launcher_keeps_the_plugins_sweep_dir_mode():
+    from hydra_plugins.coordexp_slurm.slurm_launcher import SlurmLauncher
+
+    assert '"mode" in self.config.hydra.sweep' in inspect.getsource(plugin.SlurmLauncher.launch)
+    assert '"mode" in self.config.hydra.sweep' in inspect.getsource(SlurmLauncher.launch)
