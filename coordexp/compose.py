@@ -1,5 +1,6 @@
 """Composing a config from overrides as `python -m coordexp.train` does, or from a run's checkpoint to resume it,
-and checking a command line before Hydra runs: a bad value is one line, exit status 2, nothing written."""
+and checking a single run in Hydra's on_run_start, before anything is written: a bad value is one line, exit
+status 2. (A sweep's jobs are checked in its on_multirun_start: coordexp.sweep.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.experimental.callback import Callback
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from coordexp.rundir import CHECKPOINT, load_checkpoint  # importing it registers the run directory's resolvers
+from coordexp.rundir import CHECKPOINT, Claim, RunDirError, claim_run_dir, job_config, load_checkpoint
 from coordexp.config import SCHEMAS, ConfigError, check, override_keys
 
 
@@ -102,49 +104,61 @@ def _allowed(schema: Any, full_key: str, message: str) -> str:
     return message
 
 
-_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
-               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
-_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p"}
-def command_line_overrides(argv: list[str]) -> tuple[list[str], bool] | None:
-    """(overrides, multirun) of a `python -m coordexp.train` command line; None when it only asks for
-    information or points Hydra at other configs (nothing of ours to check)."""
-    overrides, multirun, skip = [], False, False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _INFO_FLAGS or arg.split("=", 1)[0] in _INFO_FLAGS:
-            return None
-        elif arg in _VALUED_FLAGS:
-            skip = True
-        elif arg in ("-m", "--multirun"):
-            multirun = True
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, multirun
+def typed_overrides(argv: list[str]) -> list[str]:
+    """The key=value words of a command line, as the user typed them (for naming a bad value in a message)."""
+    return [arg for arg in argv if "=" in arg and not arg.startswith("-")]
 
 
-def check_command_line(argv: list[str]) -> None:
-    """Every check of a single run that can be made before Hydra creates anything (a sweep's jobs are checked
-    when it starts: coordexp.sweep.check_sweep, which sees its sweeper's params too)."""
-    parsed = command_line_overrides(argv)
-    if parsed is None or parsed[1]:
-        return
-    cfg = compose_config(*parsed[0], hydra_node=True)
-    run = resumed_config(cfg, parsed[0]) if cfg.resume is not None else cfg
-    if cfg.resume is None:
-        check_writable(cfg.hydra.run.dir)
-    if run.device == "cuda":
-        from coordexp.runtime import resolve_device  # torch: only to ask it for CUDA
-        resolve_device(run.device)
+def check_run(config: DictConfig) -> None:
+    """The checks of a single run's composed config (with its hydra node) that Hydra's composition does not make:
+    a choice of an optional group that has no config, the ranges and rules of coordexp.config, a run directory
+    that can be written. ConfigError on a bad value."""
+    overrides = list(config.hydra.overrides.task)
+    _check_group_choices(overrides)
+    check(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
+    if config.resume is None:
+        check_writable(config.hydra.run.dir)
 
 
-def exit_on_bad_command_line(argv: list[str]) -> None:
-    """Run `check_command_line`; on a user error print one line and exit with status 2."""
-    try:
-        check_command_line(argv)
-    except ConfigError as error:
-        print(f"coordexp: error: {error}", file=sys.stderr)
-        sys.exit(2)
+def hold_run(config: DictConfig) -> Claim:
+    """Check a single run (check_run) and hold its directory; a resumed run's checkpoint is read here, once, and
+    its config (the checkpoint's, with the allowed overrides) kept with the claim for the run."""
+    check_run(config)
+    if config.resume is None:
+        check_device(config.device)
+        claim = claim_run_dir(config.hydra.run.dir, job_config(config))
+    else:
+        if not (Path(config.resume) / CHECKPOINT).is_file():
+            raise ConfigError(f"resume={str(config.resume)!r} is invalid: no checkpoint.pt there; valid: the run "
+                              "directory of an earlier coordexp.train run (it holds metrics.json and a checkpoint)")
+        claim = claim_run_dir(config.hydra.run.dir, {}, resume=True)
+        try:
+            claim.checkpoint = read_checkpoint(Path(config.resume))
+            claim.config = resumed_config(config, list(config.hydra.overrides.task), claim.checkpoint["config"])
+            check_device(claim.config.device)
+        except BaseException:
+            claim.release()
+            raise
+    return claim
+
+
+def check_device(device: str) -> None:
+    """ConfigError when the run asks for CUDA on a machine without it."""
+    if device == "cuda":
+        from coordexp.runtime import resolve_device  # torch's CUDA: asked only when a run asks for it
+        resolve_device(device)
+
+
+class HoldRunDir(Callback):
+    """Hydra's on_run_start: check a single run and hold its directory (hold_run) before Hydra writes into it;
+    a bad value or a directory that is not this run's to write is one line and exit status 2, nothing written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            hold_run(config)
+        except (ConfigError, RunDirError) as error:
+            print(f"coordexp: error: {error}", file=sys.stderr)
+            sys.exit(2)
 
 
 # ---- resume ---------------------------------------------------------------------------------------------
@@ -153,25 +167,20 @@ def exit_on_bad_command_line(argv: list[str]) -> None:
 RESUMABLE = ("trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", "trainer.checkpoint_every",
              "trainer.progress", "trainer.plots", "trainer.plot_examples", "trainer.keep_freed_memory", "device")
 
-def checkpoint_config(run_dir: Path) -> dict:
-    """The config saved in the checkpoint of `run_dir` (ConfigError when there is none or it is damaged)."""
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise ConfigError(f"resume={str(run_dir)!r} is invalid: no checkpoint.pt there; valid: the run "
-                          "directory of an earlier coordexp.train run (it holds metrics.json and a checkpoint)")
+def read_checkpoint(run_dir: Path) -> dict:
+    """The checkpoint of `run_dir` (ConfigError when it is damaged)."""
     try:
-        return load_checkpoint(path)["config"]
-    except Exception as error:
-        raise ConfigError(f"resume={str(run_dir)!r} is invalid: its checkpoint.pt cannot be read "
-                          f"({type(error).__name__}: {error})") from None
+        return load_checkpoint(run_dir / CHECKPOINT)
+    except RunDirError as error:
+        raise ConfigError(f"resume={str(run_dir)!r} is invalid: {error}") from None
 
 
-def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The config saved in the checkpoint of run directory `cfg.resume`, with the allowed overrides applied.
+def resumed_config(cfg: DictConfig, overrides: list[str], saved: dict) -> DictConfig:
+    """The config `saved` in the checkpoint of run directory `cfg.resume`, with the allowed overrides applied.
 
     Overrides that would change the experiment (task, split, model, data, optimizer, ...) are refused.
     """
-    saved = OmegaConf.create(checkpoint_config(Path(cfg.resume)))
+    saved = OmegaConf.create(saved)
     for override, name in zip(overrides, override_keys(overrides)):
         if name == "resume" or name.startswith("hydra."):
             if name == "hydra.run.dir":

@@ -71,10 +71,11 @@ def build_run(cfg: DictConfig, device: torch.device) -> tuple[Task, Dataset, nn.
     return task, data, model, build_optimizer(cfg.optimizer, model, cfg.model.l2_scope)
 
 
-def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopRequest | None = None) -> dict:
+def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopRequest | None = None,
+          checkpoint: dict | None = None) -> dict:
     """Train one task x split x model as `cfg` says, write its outputs into `run_dir`, return metrics.json.
 
-    With `resume`, continue from run_dir's checkpoint; when its training is already over (a run stopped
+    With `resume`, continue from run_dir's checkpoint (`checkpoint`, where it was read already); when its training is already over (a run stopped
     after its last checkpoint), only the final outputs are written. Raises Interrupted (checkpoint written)
     on SIGINT/SIGTERM, Diverged on a non-finite loss, weight or evaluation; metrics.json then says so in its
     `status`. A ConfigError (a bad config, or a resume of a run that already completed) writes nothing.
@@ -97,7 +98,10 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
         raise
     order = torch.Generator().manual_seed(cfg.seed)  # batch order: its own generator, independent of init
     checkpoint_path = run_dir / CHECKPOINT
-    state = restore(load_checkpoint(checkpoint_path), model, optimizer, order, device) if resume else TrainState()
+    if resume:
+        state = restore(checkpoint or load_checkpoint(checkpoint_path), model, optimizer, order, device)
+    else:
+        state = TrainState()
     over = resume and training_over(task, state, cfg)
     if over and is_complete(run_dir, read_metrics(run_dir)):
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "

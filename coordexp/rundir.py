@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +28,6 @@ from typing import IO, Any, Callable
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -347,6 +345,8 @@ class Claim:
     action: str
     status: str | None
     lock: DirLock
+    checkpoint: dict | None = None  # a resumed run's checkpoint, read once when it was claimed
+    config: DictConfig | None = None  # a resumed run's config: its checkpoint's, with the allowed overrides
 
     def release(self) -> None:
         _held.pop(self.path, None)
@@ -380,24 +380,6 @@ def claim_run_dir(run_dir: str | os.PathLike, config: dict, resume: bool = False
     remove_temporary_files(run_dir)
     _held[run_dir] = claim = Claim(run_dir, action, status, lock)
     return claim
-
-
-def claim_run(config: DictConfig) -> Claim:
-    """Hold the run directory of a single run, from its config with the hydra node (Hydra's on_run_start)."""
-    resume = config.resume is not None
-    return claim_run_dir(config.hydra.run.dir, {} if resume else job_config(config), resume=resume)
-
-
-class HoldRunDir(Callback):
-    """Hydra's on_run_start: hold a single run's directory (claim_run) before Hydra writes into it; a directory
-    that is not this run's to write is one line and exit status 2, with nothing written."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            claim_run(config)
-        except RunDirError as error:
-            print(f"coordexp: error: {error}", file=sys.stderr)
-            sys.exit(2)
 
 
 def job_config(config: DictConfig) -> dict:

@@ -9,16 +9,19 @@ import atexit
 import gc
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from coordexp.compose import CONFIG_DIR, exit_on_bad_command_line, resumed_config
+from coordexp.compose import CONFIG_DIR, composition_error, typed_overrides
 from coordexp.config import ConfigError
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
@@ -43,7 +46,9 @@ def start(cfg: DictConfig, run_dir: Path, resume: bool, stop: StopRequest) -> di
             return metrics
         if claim.action == "fresh":
             write_hydra_dir(run_dir, cfg, HydraConfig.get())
-        return train(cfg, run_dir, resume=claim.action == "resume", stop=stop)
+        # a resumed single run: the config and checkpoint read when on_run_start claimed it (coordexp.compose)
+        return train(claim.config or cfg, run_dir, resume=claim.action == "resume", stop=stop,
+                     checkpoint=claim.checkpoint)
     finally:
         claim.release()
 
@@ -66,8 +71,6 @@ def main(cfg: DictConfig) -> float:
     resume = cfg.resume is not None
     stop = StopRequest()
     try:
-        if resume:
-            cfg = resumed_config(cfg, list(hydra_cfg.overrides.task))
         metrics = start(cfg, run_dir, resume, stop)
     except (ConfigError, RunDirError) as error:
         exit_with(2, f"error: {error}")
@@ -84,5 +87,9 @@ if __name__ == "__main__":
     # at exit, the interpreter's last garbage collection walks every object torch and its compiler stack made
     # (~0.5 s a process); frozen objects are skipped, and everything a run writes is closed before then
     atexit.register(gc.freeze)
-    exit_on_bad_command_line(sys.argv[1:])  # every job's config checked before Hydra creates anything
-    main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises what it cannot compose to us, which say it in one line
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as error:
+        print(f"coordexp: error: {composition_error(error, typed_overrides(sys.argv[1:]))}", file=sys.stderr)
+        sys.exit(2)

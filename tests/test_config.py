@@ -2,6 +2,9 @@
 import dataclasses
 import json
 
+import subprocess
+import sys
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -56,14 +59,19 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
     assert "\n" not in str(error.value)
 
 
-def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path):
-    from coordexp.compose import check_command_line
+@pytest.mark.parametrize("args, words", [
+    (["model=foo"], "model=foo is invalid: valid choices: conv, coordconv, coordmlp, mlp"),
+    (["model=mlp", "+model.foo=1"], "not in struct"),
+    (["trainer.epochs=abc"], "trainer.epochs='abc' is invalid"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
+    (["debug=nothing"], "debug=nothing is invalid: valid choices: fast"),
+    (["--cfg", "job", "model=foo"], "model=foo is invalid"),  # Hydra's own flags: its composition error, one line
+])
+def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path, args, words):
     run_dir = tmp_path / "run"
-    with pytest.raises(ConfigError, match="model=foo is invalid"):
-        check_command_line(["model=foo", f"hydra.run.dir={run_dir}"])
-    with pytest.raises(ConfigError, match="not in struct"):
-        check_command_line(["model=mlp", "+model.foo=1", f"hydra.run.dir={run_dir}"])
-    check_command_line(["--help", "model=foo"])  # Hydra's own flags: nothing of ours to check
-    check_command_line(["-m", "model=conv,foo"])  # a sweep is checked when it starts (coordexp.sweep.check_sweep)
-    check_command_line([f"hydra.run.dir={run_dir}", "debug=fast"])
+    result = subprocess.run([sys.executable, "-m", "coordexp.train", *args, f"hydra.run.dir={run_dir}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("coordexp: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert words in result.stderr
     assert not run_dir.exists()

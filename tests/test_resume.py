@@ -320,3 +320,27 @@ def test_a_run_saved_before_model_padding_resumes_as_the_network_it_trained(tmp_
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
     assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["config"]["model"]["padding"] == "symmetric"
+
+
+def test_a_resume_reads_the_checkpoint_once(tmp_path):
+    run_dir = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-m", "coordexp.train", *SMALL, "trainer.epochs=1",
+                            f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    script = f"""
+import runpy, sys, torch
+loads, real = [], torch.load
+def counted(f, *args, **kwargs):
+    loads.append(str(f))
+    return real(f, *args, **kwargs)
+torch.load = counted
+sys.argv = ["coordexp.train", "resume={run_dir}", "trainer.epochs=2"]
+try:
+    runpy.run_module("coordexp.train", run_name="__main__")
+finally:
+    print("checkpoint reads:", sum(f.endswith("checkpoint.pt") for f in loads))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint reads: 1" in result.stdout, result.stdout
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
