@@ -121,17 +121,20 @@ class Model:
 
 
 @dataclass
-class Conv(Model):
+class ConvFamily(Model):
+    """Keys of both convolutional families: the width multiplier and the filter size."""
     mul: int = key(bounded(1, integer=True))
     fs: int = key(bounded(1, integer=True))
+
+
+@dataclass
+class Conv(ConvFamily):
     regressor: Regressor = key()
     padding: Padding = key()
 
 
 @dataclass
-class CoordConv(Model):
-    mul: int = key(bounded(1, integer=True))
-    fs: int = key(bounded(1, integer=True))
+class CoordConv(ConvFamily):
     centre_map: CentreMap = key()
     painter_width: PainterWidth = key()
     coord_layers: CoordLayers = key()
