@@ -58,13 +58,26 @@ def _check_group_choices(overrides: tuple[str, ...]) -> None:
                 raise ConfigError(f"{name}={value} is invalid: valid choices: {', '.join(options)}")
 
 
+# configs/' preset groups: those whose options are `_global_` packages (they set keys anywhere in the config)
+PRESET_GROUPS = sorted({p.parent.name for p in Path(CONFIG_DIR).glob("*/*.yaml")
+                        if p.read_text().startswith("# @package _global_")})
+
+
 def composition_error(error: Exception, overrides: list[str]) -> str:
     """One line for an error Hydra or OmegaConf raised while composing: the key, the value, what is allowed."""
     cause = error
     while cause.__cause__ is not None and not isinstance(cause, (ValidationError, ConfigAttributeError,
                                                                  ConfigKeyError)):
         cause = cause.__cause__
-    message = str(cause).split("\n")[0]
+    lines = str(cause).splitlines() or [type(cause).__name__]
+    message = lines[0]
+    if message.endswith("raised while composing config:") and len(lines) > 1:  # Hydra's reason is the next line
+        where = message.split(": ", 1)[0] if message.startswith("In '") else ""
+        full_key = re.search(r"full_key: (\S+)", str(cause))
+        presets = [o for o in overrides if o.split("=", 1)[0] in PRESET_GROUPS]
+        message = (f"{where + ': ' if where else ''}{lines[1].strip()}"
+                   + (f" ({full_key[1]})" if full_key else "")
+                   + (f"; the presets {', '.join(presets)} do not combine" if len(presets) > 1 else ""))
     if isinstance(error, MissingConfigException):
         found = re.search(r"Could not find '([^']+)'", str(error))
         options = re.findall(r"^\t(\S+)$", str(error), flags=re.M)

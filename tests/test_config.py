@@ -66,6 +66,9 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
     (["debug=nothing"], "debug=nothing is invalid: valid choices: fast"),
     (["--cfg", "job", "model=foo"], "model=foo is invalid"),  # Hydra's own flags: its composition error, one line
+    (["experiment=rendering_coordconv", "study=placement"],  # Hydra's reason, and both presets named
+     "Key 'input_coords' not in 'Regression' (task.input_coords); the presets experiment=rendering_coordconv, "
+     "study=placement do not combine"),
 ])
 def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path, args, words):
     run_dir = tmp_path / "run"
