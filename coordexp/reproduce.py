@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from coordexp.config import SPLITS, TASKS, ConfigError, override_keys
 from coordexp.data import PARTS, data_centres
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
-from coordexp.rundir import METRICS_FILE, atomic_write
+from coordexp.rundir import METRICS_FILE, atomic_write, watch_owner
 from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
@@ -209,6 +210,42 @@ def stop_at_result(group: Group) -> tuple[str, ...]:
     return ()
 
 
+class Stopped(Exception):
+    """The reproduction was asked to stop (SIGINT or SIGTERM); its multirun in progress stopped with it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class Multiruns:
+    """Runs the multiruns one at a time, each in a session of its own, so that a signal reaches it once: this
+    process forwards its own SIGINT / SIGTERM (from a terminal, to its group or to it alone) to the one running.
+    Each multirun watches this process too (coordexp.rundir.watch_owner): killed, it is not left running."""
+
+    def __init__(self):
+        self.child: subprocess.Popen | None = None
+        self.signum = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._forward)
+
+    def _forward(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)  # a second one makes it exit at once, as a second Ctrl-C does
+
+    def run(self, command: list[str], **kwargs) -> int:
+        """The multirun's exit status; Stopped once it ended, if this process was asked to stop."""
+        if self.signum:
+            raise Stopped(self.signum)
+        self.child = subprocess.Popen(command, start_new_session=True, **kwargs)
+        code = self.child.wait()
+        self.child = None
+        if self.signum:
+            raise Stopped(self.signum)
+        return code
+
+
 def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
     """Run the jobs through Hydra's launcher, one multirun per product of kinds x splits x seeds, then read every
     job's result into its group. A job whose run directory holds its completed run reports it without training
@@ -234,7 +271,7 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
               f"-> {directory}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "reproduce.log", "a") as log:  # the multiruns' own output: Hydra's and every job's log
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+            code = args.multiruns.run(command, stdout=log, stderr=subprocess.STDOUT)
         if code:  # its jobs that did not complete are listed in the report
             print(f"  the multirun exited with status {code}: see {out / 'reproduce.log'}", flush=True)
     for group, seed in jobs:
@@ -548,7 +585,7 @@ def full_grids(out: Path, args) -> int:
             print(shlex.join(["python", *command[1:]]))
             continue
         print(f"  {sweep}: {out / 'full' / sweep}", flush=True)
-        code = subprocess.run(command).returncode
+        code = args.multiruns.run(command)
         failed = failed or code
     return failed
 
@@ -599,8 +636,18 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = args.seeds if args.seeds is not None else BUDGETS[args.budget]["seeds"]
     if args.workers < 1:
         parser.error(f"--workers={args.workers} is invalid: must be an integer >= 1")
-    if args.full:
-        return full_grids(args.out, args)
+    args.multiruns = Multiruns()
+    watch_owner()  # this process owns its multiruns: killed, they stop too
+    try:
+        return full_grids(args.out, args) if args.full else reproduce(args, parser)
+    except Stopped as stopped:
+        print(f"coordexp: the reproduction was {stopped}; its finished jobs are kept, and the same command "
+              "continues it", file=sys.stderr)
+        return 128 + stopped.signum
+
+
+def reproduce(args, parser: argparse.ArgumentParser) -> int:
+    """Plan, run and report the reproduction (main's arguments)."""
     start = time.perf_counter()
     groups, sweeps = plan(args.tasks, args.splits, args.budget, args.renderer_softmax, args.extras)
     missing = check_kinds(groups, sweeps)

@@ -283,6 +283,51 @@ def _replaceable(handler) -> bool:
             or isinstance(getattr(handler, "__self__", None), StopRequest))
 
 
+# The process that started this one (a sweep for its workers, a reproduction for its sweeps): "PID@HOST". Set for
+# its children by every coordexp process; a child on the same host stops when its owner is gone (watch_owner).
+OWNER_ENV = "COORDEXP_OWNER"
+_watching = False
+
+
+def watch_owner(look_every: float = 1.0) -> None:
+    """Stop this process as SIGTERM would if the coordexp process that started it dies (even by SIGKILL), and
+    name this process the owner of the processes it starts. Once per process; not in SLURM jobs, which outlive
+    the process that submitted them by design."""
+    global _watching
+    owner = os.environ.get(OWNER_ENV, "")
+    os.environ[OWNER_ENV] = f"{os.getpid()}@{socket.gethostname()}"
+    pid, _, host = owner.partition("@")
+    if _watching or not pid.isdigit() or int(pid) == os.getpid() or host != socket.gethostname() \
+            or "SLURM_JOB_ID" in os.environ:
+        return
+    _watching = True
+    threading.Thread(target=_stop_when_gone, args=(int(pid), look_every), daemon=True,
+                     name="coordexp-owner").start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_when_gone(pid: int, look_every: float, grace: float = 5.0) -> None:
+    while _alive(pid):
+        time.sleep(look_every)
+    os.kill(os.getpid(), signal.SIGTERM)  # the run in progress stops as on SIGTERM: checkpoint, status, exit 143
+    # a process that does not end by itself (a pool's worker whose sweep is gone) ends `grace` seconds after it
+    # holds no run directory any more: a run's last checkpoint and metrics are written first
+    quiet_since = None
+    while quiet_since is None or time.monotonic() - quiet_since < grace:
+        quiet_since = (quiet_since or time.monotonic()) if not _held else None
+        time.sleep(0.1)
+    os._exit(128 + signal.SIGTERM)
+
+
 def read_stop_file(path: Path) -> int:
     """The signal number a sweep's stop file names, or 0 when there is none."""
     try:

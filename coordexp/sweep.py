@@ -39,7 +39,7 @@ from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
 from coordexp.rundir import (METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
-                             remove_temporary_files, write_json)
+                             remove_temporary_files, watch_owner, write_json)
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG = "sweep.log"  # in the sweep directory: one line per finished job, then the sweep's summary
@@ -236,6 +236,7 @@ def run_sweep_job(run_dir: Path, sweep_dir: Path, job: Callable[[StopRequest], d
     sweep goes on. A job that would start after the sweep was asked to stop does not start, and the folder
     Hydra made for it is removed.
     """
+    watch_owner()  # a worker stops when the sweep that started it is gone
     sweep = _launched_here()  # jobs in the sweep's own process share its stop request
     stop = sweep.stop if sweep is not None else StopRequest(sweep_dir / STOP_FILE)
     if stop.poll():

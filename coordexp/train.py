@@ -25,7 +25,8 @@ from coordexp.compose import CONFIG_DIR, composition_error, typed_overrides
 from coordexp.config import ConfigError
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
-from coordexp.rundir import Interrupted, RunDirError, StopRequest, claim_run_dir, job_config, read_metrics, write_hydra_dir
+from coordexp.rundir import (Interrupted, RunDirError, StopRequest, claim_run_dir, job_config, read_metrics,
+                             watch_owner, write_hydra_dir)
 from coordexp.run import train
 from coordexp.sweep import failed_job_value, run_sweep_job
 
@@ -87,6 +88,7 @@ if __name__ == "__main__":
     # at exit, the interpreter's last garbage collection walks every object torch and its compiler stack made
     # (~0.5 s a process); frozen objects are skipped, and everything a run writes is closed before then
     atexit.register(gc.freeze)
+    watch_owner()  # a sweep or run started by a reproduction stops when the reproduction is gone
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises what it cannot compose to us, which say it in one line
     try:
         main()
