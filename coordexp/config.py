@@ -49,6 +49,18 @@ RegressionOutput = choice("RegressionOutput", "canvas", "raw")  # output x canva
 CoordLayers = choice("CoordLayers", "first", "last", "all")  # which convs take the coordinates (first: the paper's)
 
 
+# Fixed caps on numbers (docs/runs.md, "Bounds"): a seed is what numpy takes (32 bits); counts of epochs and steps
+# are ones a run can finish; sizes past these would allocate more than any machine holds, and are refused first.
+SEED_MAX = 2**32 - 1
+COUNT_MAX = 10**9        # epochs, steps, intervals between evaluations, checkpoints and decays
+BATCH_MAX = 2**20        # examples in one batch
+EXAMPLES_MAX = 2**20     # sampled examples in one part (train, valid, test): each is a canvas-sized image or two
+WIDTH_MAX = 64           # model.mul (channels x mul) and model.fs (a filter's side)
+HIDDEN_MAX = 2**16       # an MLP layer's units
+CANVAS_MAX = 256         # a canvas's side: every position of a square, each a canvas-sized image
+DEPTH_MAX = 256          # an MLP's hidden layers
+
+
 def bounded(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False,
             high_open: bool = False) -> Callable[[Any], str | None]:
     """A range check: None for a finite number (an integer if `integer`) within the bounds, else what is allowed."""
@@ -64,8 +76,8 @@ def bounded(low: float, high: float = math.inf, integer: bool = False, low_open:
 
 
 def power_of_two(v: Any) -> str | None:
-    ok = bounded(16, 256, integer=True)(v) is None and v & (v - 1) == 0
-    return None if ok else "must be a power of two from 16 to 256"
+    ok = bounded(16, CANVAS_MAX, integer=True)(v) is None and v & (v - 1) == 0
+    return None if ok else f"must be a power of two from 16 to {CANVAS_MAX}"
 
 
 def betas(v: Any) -> str | None:
@@ -123,8 +135,8 @@ class Model:
 @dataclass
 class ConvFamily(Model):
     """Keys of both convolutional families: the width multiplier and the filter size."""
-    mul: int = key(bounded(1, integer=True))
-    fs: int = key(bounded(1, integer=True))
+    mul: int = key(bounded(1, WIDTH_MAX, integer=True))
+    fs: int = key(bounded(1, WIDTH_MAX, integer=True))
 
 
 @dataclass
@@ -143,8 +155,8 @@ class CoordConv(ConvFamily):
 
 @dataclass
 class MLP(Model):
-    hidden: int = key(bounded(1, integer=True))
-    depth: int = key(bounded(1, integer=True))
+    hidden: int = key(bounded(1, HIDDEN_MAX, integer=True))
+    depth: int = key(bounded(1, DEPTH_MAX, integer=True))
 
 
 @dataclass
@@ -167,7 +179,7 @@ class Data:
     """Keys every data mode has."""
     name: str = key()
     canvas: int = key(power_of_two)
-    square: int = key(bounded(1, integer=True))
+    square: int = key(bounded(1, CANVAS_MAX, integer=True))
     square_value: float = key(bounded(0, 1, low_open=True))
 
 
@@ -175,37 +187,37 @@ class Data:
 class Exhaustive(Data):
     uniform_split: UniformSplit = key()
     test_fraction: float = key(bounded(0, 1, low_open=True, high_open=True))
-    split_seed: int = key(bounded(0, integer=True))
+    split_seed: int = key(bounded(0, SEED_MAX, integer=True))
 
 
 @dataclass
 class Sampled(Data):
-    train_size: int = key(bounded(1, integer=True))
-    valid_size: int = key(bounded(1, integer=True))
-    test_size: int = key(bounded(1, integer=True))
-    train_seed: int = key(bounded(0, integer=True))
-    valid_seed: int = key(bounded(0, integer=True))
-    test_seed: int = key(bounded(0, integer=True))
+    train_size: int = key(bounded(1, EXAMPLES_MAX, integer=True))
+    valid_size: int = key(bounded(1, EXAMPLES_MAX, integer=True))
+    test_size: int = key(bounded(1, EXAMPLES_MAX, integer=True))
+    train_seed: int = key(bounded(0, SEED_MAX, integer=True))
+    valid_seed: int = key(bounded(0, SEED_MAX, integer=True))
+    test_seed: int = key(bounded(0, SEED_MAX, integer=True))
     blur_sigma: float = key(bounded(0))
 
 
 @dataclass
 class Schedule:
     name: ScheduleName = key()
-    every: int = key(bounded(1, integer=True))
+    every: int = key(bounded(1, COUNT_MAX, integer=True))
     gamma: float = key(bounded(0, 1, low_open=True))
-    max_decays: Optional[int] = optional_key(bounded(0, integer=True))
+    max_decays: Optional[int] = optional_key(bounded(0, COUNT_MAX, integer=True))
     final_factor: float = key(bounded(0, 1))
 
 
 @dataclass
 class Trainer:
-    epochs: int = key(bounded(1, integer=True))
-    batch_size: int = key(bounded(1, integer=True))
-    max_steps_per_epoch: Optional[int] = optional_key(bounded(1, integer=True))
-    eval_every: int = key(bounded(1, integer=True))
-    eval_batch_size: int = key(bounded(1, integer=True))
-    checkpoint_every: int = key(bounded(1, integer=True))
+    epochs: int = key(bounded(1, COUNT_MAX, integer=True))
+    batch_size: int = key(bounded(1, BATCH_MAX, integer=True))
+    max_steps_per_epoch: Optional[int] = optional_key(bounded(1, COUNT_MAX, integer=True))
+    eval_every: int = key(bounded(1, COUNT_MAX, integer=True))
+    eval_batch_size: int = key(bounded(1, BATCH_MAX, integer=True))
+    checkpoint_every: int = key(bounded(1, COUNT_MAX, integer=True))
     deterministic: bool = key()
     precision: Precision = key()
     target: Optional[float] = optional_key(bounded(0))
@@ -218,7 +230,7 @@ class Trainer:
 
 @dataclass
 class Config:
-    seed: int = key(bounded(0, integer=True))
+    seed: int = key(bounded(0, SEED_MAX, integer=True))
     device: Device = key()
     resume: Optional[str] = None
     task: Any = MISSING

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from coordexp.aggregate import cell, find_jobs, natural_key, read_yaml
-from coordexp.config import ConfigError, override_keys
+from coordexp.config import CANVAS_MAX, ConfigError, override_keys
 from coordexp.loop import evaluate
 from coordexp.models import build_model
 from coordexp.plots import save_figure
@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = [str(d) for d in args.dirs if not d.is_dir()]
         if missing:
             raise ConfigError(f"{missing[0]} is not a directory; give run or sweep directories")
+        too_big = [c for c in args.canvases if not 1 <= c <= CANVAS_MAX]
+        if too_big:
+            raise ConfigError(f"--canvases {too_big[0]} is invalid: a canvas is an integer in [1, {CANVAS_MAX}]")
         if args.out is None and len(args.dirs) > 1:
             raise ConfigError("--out is needed with several directories: where should canvases.* go?")
         rows = evaluate_canvases(args.dirs, list(dict.fromkeys(args.canvases)), args.out or args.dirs[0],

@@ -36,7 +36,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from coordexp.aggregate import read_job, read_yaml, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
-from coordexp.config import SPLITS, TASKS, ConfigError, override_keys
+from coordexp.config import SEED_MAX, SPLITS, TASKS, ConfigError, override_keys
 from coordexp.data import PARTS, data_centres
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
@@ -634,8 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     args.seeds = args.seeds if args.seeds is not None else BUDGETS[args.budget]["seeds"]
-    if args.workers < 1:
-        parser.error(f"--workers={args.workers} is invalid: must be an integer >= 1")
+    if not 1 <= args.workers <= 1024:
+        parser.error(f"--workers={args.workers} is invalid: must be an integer in [1, 1024]")
+    bad_seed = next((s for s in args.seeds if not 0 <= s <= SEED_MAX), None)
+    if bad_seed is not None:
+        parser.error(f"--seeds {bad_seed} is invalid: a seed is an integer in [0, {SEED_MAX}]")
     args.multiruns = Multiruns()
     watch_owner()  # this process owns its multiruns: killed, they stop too
     try:

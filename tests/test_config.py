@@ -1,6 +1,7 @@
 """The config schema: declared once (coordexp/config.py), every composed config checked against it."""
 import dataclasses
 import json
+import math
 
 import subprocess
 import sys
@@ -19,6 +20,31 @@ def test_every_number_in_the_schema_has_a_range(schema):
     for f in dataclasses.fields(schema):
         if f.type in ("int", "float", "Optional[int]", "Optional[float]"):
             assert "check" in f.metadata, f"{schema.__name__}.{f.name} has a type but no range"
+
+
+@pytest.mark.parametrize("schema", ALL_SCHEMAS, ids=lambda s: s.__name__)
+def test_every_number_in_the_schema_has_both_bounds(schema):
+    # an integer past what its type holds (int64), or a float that is not finite, is refused by its range check
+    for f in dataclasses.fields(schema):
+        if f.type in ("int", "Optional[int]"):
+            assert f.metadata["check"](2**63) and f.metadata["check"](-2**63 - 1), f"{schema.__name__}.{f.name}"
+        if f.type in ("float", "Optional[float]"):
+            assert all(f.metadata["check"](v) for v in (math.inf, -math.inf, math.nan)), f"{schema.__name__}.{f.name}"
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["seed=4294967296"], "seed=4294967296 is invalid: must be an integer in [0, 4294967295]"),
+    (["data.split_seed=99999999999999999999999"], "must be an integer in [0, 4294967295]"),
+    (["model=conv", "model.mul=65"], "model.mul=65 is invalid: must be an integer in [1, 64]"),
+    (["model=mlp", "model.hidden=100000"], "model.hidden=100000 is invalid: must be an integer in [1, 65536]"),
+    (["data=sampled", "data.train_size=1048577"], "data.train_size=1048577 is invalid: must be an integer in [1, 1048576]"),
+    (["trainer.batch_size=2000000"], "trainer.batch_size=2000000 is invalid: must be an integer in [1, 1048576]"),
+    (["trainer.epochs=1000000001"], "trainer.epochs=1000000001 is invalid: must be an integer in [1, 1000000000]"),
+])
+def test_a_number_past_its_cap_is_refused_before_anything_is_allocated(overrides, words):
+    with pytest.raises(ConfigError) as error:
+        compose_config(*overrides)
+    assert words in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 @pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
@@ -47,7 +73,7 @@ def test_choices_are_plain_strings_in_comparisons_json_and_text():
     (["+trainer.epoch=3"], ["trainer.epoch", "not in struct"]),  # an appended key gets past Hydra, not the check
     (["optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
     (["optimizer.betas=[0.9,1.0]"], ["optimizer.betas", "[0, 1)"]),
-    (["trainer.epochs=2.5"], ["trainer.epochs", "integer >= 1"]),
+    (["trainer.epochs=2.5"], ["trainer.epochs", "integer in [1, 1000000000]"]),
     (["model=conv", "model.regressor=diagonal"], ["model.regressor", "uniform, quarter"]),
     (["task=rendering", "task.loss=l1"], ["task.loss", "bce, mse"]),
     (["recipe=none"], ["recipe=none", "classification_coordconv"]),

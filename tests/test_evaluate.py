@@ -80,6 +80,13 @@ def test_a_canvas_no_larger_than_the_square_is_refused(runs, capsys, tmp_path):
     assert outputs(tmp_path) == []
 
 
+@pytest.mark.parametrize("canvas", ["257", "0", "99999999999999999999"])
+def test_a_canvas_past_the_cap_is_refused_before_any_work(runs, capsys, tmp_path, canvas):
+    assert ev.main([str(runs["sweep"]), "--canvases", "32", canvas, "--out", str(tmp_path)]) == 2
+    assert f"--canvases {canvas} is invalid: a canvas is an integer in [1, 256]" in capsys.readouterr().err
+    assert outputs(tmp_path) == []
+
+
 def test_no_finished_run_is_exit_2(tmp_path, capsys):
     assert ev.main([str(tmp_path), "--canvases", "32"]) == 2
     assert "no finished run under" in capsys.readouterr().err

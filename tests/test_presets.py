@@ -181,7 +181,7 @@ def test_the_papers_grids_are_the_authors_and_sit_on_the_presets(name):
     (["split=uniform", "data.uniform_split=random"],
      "data.uniform_split='random' is invalid: valid choices: fraction, authors"),
     (["schedule.name=step", "schedule.max_decays=-1"],
-     "schedule.max_decays=-1 is invalid: must be an integer >= 0 or null"),
+     "schedule.max_decays=-1 is invalid: must be an integer in [0, 1000000000] or null"),
 ])
 def test_bad_values_of_the_authors_choices_are_named(overrides, message):
     with pytest.raises(ConfigError) as error:

@@ -72,7 +72,7 @@ def test_a_bad_override_is_one_line_and_exit_2_before_anything_is_written(tmp_pa
     out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--out", str(tmp_path / "out"),
                           "trainer.epochs=0"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert out.stderr.splitlines()[-1].endswith("error: trainer.epochs=0 is invalid: must be an integer >= 1")
+    assert out.stderr.splitlines()[-1].endswith("error: trainer.epochs=0 is invalid: must be an integer in [1, 1000000000]")
     assert not (tmp_path / "out").exists()
 
 
@@ -262,3 +262,15 @@ def test_curves_show_train_and_test_of_both_models_per_split():
     assert [len(ax.get_lines()) for ax in fig.axes] == [4, 4]  # baseline and CoordConv, train and test
     mean = next(line for line in fig.axes[0].get_lines() if line.get_label().startswith("conv train"))
     assert list(mean.get_ydata()) == pytest.approx([0.49, 0.98])  # the mean over seeds
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--seeds", "-1", "--seeds -1 is invalid: a seed is an integer in [0, 4294967295]"),
+    ("--seeds", "99999999999999999999", "--seeds 99999999999999999999 is invalid: a seed is an integer in [0, 4294967295]"),
+    ("--workers", "0", "--workers=0 is invalid: must be an integer in [1, 1024]"),
+])
+def test_reproduce_refuses_a_number_it_cannot_honour_before_any_work(tmp_path, flag, value, words):
+    out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", flag, value, "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.splitlines()[-1].endswith(words), out.stderr
+    assert not (tmp_path / "out").exists()

@@ -260,7 +260,7 @@ BAD_SWEEPS = [  # (id, overrides, texts of the one line it must print)
     ("unknown group choice", ["model=coordconv,foo"],
      ["model='foo' is invalid: valid choices: conv, coordconv, coordmlp, mlp", "sweep job 2 of 2"]),
     ("value out of range", ["optimizer.lr=0.01,-1"], ["optimizer.lr=-1", "(0, inf]", "sweep job 2 of 2"]),
-    ("value of the wrong type", ["trainer.epochs=1,abc"], ["trainer.epochs='abc'", "integer >= 1"]),
+    ("value of the wrong type", ["trainer.epochs=1,abc"], ["trainer.epochs='abc'", "integer in [1, 1000000000]"]),
     ("bad combination", ["optimizer=sgd", "optimizer.nesterov=false,true", "optimizer.momentum=0,0.9"],
      ["optimizer.nesterov", "> 0", "sweep job 3 of 4"]),
     ("larger than the training set", ["trainer.batch_size=99999,8"], ["trainer.batch_size=99999"]),
