@@ -354,8 +354,7 @@ class DirLock:
                 directory.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
         except Timeout:
-            holder = self.path.read_text(errors="replace").strip() or "a process that just started"
-            raise RunDirError(f"{key}={str(directory)!r} is in use by another coordexp run ({holder}); wait for "
+            raise RunDirError(f"{key}={str(directory)!r} is in use by another coordexp run ({self.holder()}); wait for "
                               "it to end or choose another directory") from None
         except OSError as error:
             raise RunDirError(f"{key}={str(directory)!r} is invalid: cannot write there ({error})") from None
@@ -364,6 +363,15 @@ class DirLock:
         except OSError as error:
             self.release()
             raise RunDirError(f"{key}={str(directory)!r} is invalid: cannot write there ({error})") from None
+
+    def holder(self, wait: float = 1.0) -> str:
+        """Who holds the directory, as its holder wrote it (once it decided to run there: a moment after it locked)."""
+        deadline = time.monotonic() + wait
+        while True:
+            written = self.path.read_text(errors="replace").strip()
+            if written or time.monotonic() > deadline:
+                return written or "a process that just started"
+            time.sleep(0.01)
 
     def announce(self) -> None:
         """Write who holds the directory into the lock file, for the message of a process it refuses."""
