@@ -13,7 +13,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.experimental.callback import Callback
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from coordexp.rundir import CHECKPOINT, Claim, RunDirError, claim_run_dir, job_config, load_checkpoint
@@ -38,17 +38,33 @@ def compose_config(*overrides: str, hydra_node: bool = False) -> DictConfig:
     """
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=hydra_node)
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error(error, list(overrides))) from None
     _check_group_choices(overrides)
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if hydra_node else cfg
+    check_setting(cfg.hydra.runtime.choices)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if hydra_node else without_hydra(cfg)
     check(job, [o for o in overrides if not o.lstrip("+~").startswith("hydra")])
     return cfg
 
 
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """`cfg` without its hydra node, in place: the rest keeps its schema's type and struct flag."""
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def check_setting(choices: DictConfig) -> None:
+    """A setting belongs to one task x model (its name starts with it): with another pair it is one line naming both."""
+    setting, pair = choices.get("setting"), f"{choices.get('task')}_{choices.get('model')}"
+    if setting and setting != pair and not setting.startswith(pair + "_"):
+        raise ConfigError(f"setting={setting} is invalid with task={choices.get('task')} model={choices.get('model')}: "
+                          f"it is a setting of another task x model; valid here: the settings named {pair}*")
+
+
 def _check_group_choices(overrides: tuple[str, ...]) -> None:
-    """A choice for an optional group (debug, recipe) that has no config is an error, not silently nothing."""
+    """A choice for an optional group (debug, setting) that has no config is an error, not silently nothing."""
     for override in overrides:
         name, _, value = override.lstrip("+").partition("=")
         folder = Path(CONFIG_DIR) / name
@@ -128,6 +144,7 @@ def check_run(config: DictConfig) -> None:
     that can be written. ConfigError on a bad value."""
     overrides = list(config.hydra.overrides.task)
     _check_group_choices(overrides)
+    check_setting(config.hydra.runtime.choices)
     check(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
     if config.resume is None:
         check_writable(config.hydra.run.dir)

@@ -505,7 +505,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
                       f" | {len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
     if paper:
         lines += ["", "## The paper's own settings, at their length", "",
-                  "The paper's settings as the authors ran them (configs/experiment/), not the CPU recipes: how "
+                  "The paper's settings as the authors ran them (configs/setting/*_paper.yaml), not the CPU settings: how "
                   "many seeds reach the paper's result, and at which evaluation. A run still short of its length "
                   "(cut off, to be continued by running the same command again) is shown where it got.", "",
                   "| setting | split | seeds | epochs run (of) | reach the paper's result | first evaluation there "

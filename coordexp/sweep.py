@@ -32,7 +32,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from coordexp.compose import composition_error
+from coordexp.compose import check_setting, composition_error, without_hydra
 from coordexp.config import ConfigError, check
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
@@ -136,9 +136,11 @@ def _compose(config_name: str, groups: tuple[str, ...], overrides: list[Override
             raise ConfigError(f"{override.key_or_group}={override.value()!r} is invalid: valid choices: "
                               f"{', '.join(choices)}")
     try:
-        return compose(config_name, overrides=list(groups))
-    except Exception as error:  # Hydra's composition errors span lines: keep the first, which names the cause
-        raise ConfigError(f"{' '.join(groups)}: {_first_line(error)}") from None
+        cfg = compose(config_name, overrides=list(groups), return_hydra_config=True)
+    except Exception as error:  # Hydra's composition errors span lines: one line with its reason
+        raise ConfigError(f"{' '.join(groups)}: {composition_error(error, list(groups))}") from None
+    check_setting(cfg.hydra.runtime.choices)
+    return without_hydra(cfg)
 
 
 def _first_line(error: Exception) -> str:

@@ -40,7 +40,7 @@ CASES = [
      ["optimizer.betas", "torch.optim.SGD", "momentum", "~optimizer.betas"]),
     ("unwritable output dir", ["hydra.run.dir={tmp}/file/run"], ["hydra.run.dir", "{tmp}/file/run", "cannot write"]),
     ("resume of a missing dir", ["resume={tmp}/missing"], ["resume", "{tmp}/missing", "no checkpoint.pt"]),
-    ("unknown experiment", ["experiment=paper"], ["experiment=paper", "classification_conv", "rendering_coordconv"]),
+    ("unknown setting", ["setting=paper"], ["setting=paper", "classification_conv", "rendering_coordconv"]),
     ("unknown debug preset", ["debug=slow"], ["debug=slow", "fast"]),
     ("appended unknown key", ["+trainer.foo=1"], ["trainer.foo", "not in struct", "epochs"]),
     ("unknown top-level key", ["epochs=3"], ["epochs", "not in struct"]),

@@ -76,7 +76,7 @@ def test_choices_are_plain_strings_in_comparisons_json_and_text():
     (["trainer.epochs=2.5"], ["trainer.epochs", "integer in [1, 1000000000]"]),
     (["model=conv", "model.regressor=diagonal"], ["model.regressor", "uniform, quarter"]),
     (["task=rendering", "task.loss=l1"], ["task.loss", "bce, mse"]),
-    (["recipe=none"], ["recipe=none", "classification_coordconv"]),
+    (["setting=none"], ["setting=none", "classification_coordconv"]),
 ])
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words):
     with pytest.raises(ConfigError) as error:
@@ -92,8 +92,8 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
     (["debug=nothing"], "debug=nothing is invalid: valid choices: fast"),
     (["--cfg", "job", "model=foo"], "model=foo is invalid"),  # Hydra's own flags: its composition error, one line
-    (["experiment=rendering_coordconv", "study=placement"],  # Hydra's reason, and both presets named
-     "Key 'input_coords' not in 'Regression' (task.input_coords); the presets experiment=rendering_coordconv, "
+    (["setting=rendering_coordconv_paper", "study=placement"],  # Hydra's reason, and both presets named
+     "Key 'input_coords' not in 'Regression' (task.input_coords); the presets setting=rendering_coordconv_paper, "
      "study=placement do not combine"),
 ])
 def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path, args, words):

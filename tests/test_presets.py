@@ -1,5 +1,5 @@
-"""The paper presets (`experiment=<task>_<model>`) compose to exactly the authors' setting, key by key, whatever
-CPU recipe exists for the pair; the paper's grids are built on them; a bare run keeps its CPU recipe."""
+"""The paper settings (`setting=<task>_<model>_paper`) compose to exactly the authors' setting, key by key,
+replacing the pair's CPU setting; the paper's grids are built on them; a bare run keeps its pair's CPU setting."""
 from pathlib import Path
 
 import pytest
@@ -123,7 +123,7 @@ def expected(name: str, split: str) -> dict:
 @pytest.mark.parametrize("split", ["uniform", "quarter"])
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_paper_preset_is_the_authors_setting_key_by_key(name, split):
-    cfg = make_cfg(f"experiment={name}", f"split={split}")
+    cfg = make_cfg(f"setting={name}_paper", f"split={split}")
     want = expected(name, split)
     got = {key: OmegaConf.select(cfg, key) for key in want if key != "params"}
     got = {key: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for key, v in got.items()}
@@ -136,30 +136,30 @@ def test_paper_preset_is_the_authors_setting_key_by_key(name, split):
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_paper_preset_clears_the_cpu_recipe_of_its_pair(name):
-    assert (Path(CONFIG_DIR) / "recipe" / f"{name}.yaml").is_file()  # there is one to leak
-    assert compose_with_hydra(f"experiment={name}").hydra.runtime.choices.recipe is None
+def test_paper_setting_replaces_the_cpu_setting_of_its_pair(name):
+    assert (Path(CONFIG_DIR) / "setting" / f"{name}.yaml").is_file()  # there is one to leak
+    assert compose_with_hydra(f"setting={name}_paper").hydra.runtime.choices.setting == f"{name}_paper"
 
 
 def test_the_issues_example_shows_the_authors_setting():
-    cfg = make_cfg("experiment=classification_coordconv", "split=quarter")
+    cfg = make_cfg("setting=classification_coordconv_paper", "split=quarter")
     assert (list(cfg.optimizer.betas), cfg.optimizer.lr, cfg.trainer.batch_size) == ([0.9, 0.99], 0.005, 16)
     assert (cfg.trainer.precision, cfg.optimizer.weight_decay, cfg.model.init) == ("fp32", 0.0, "authors")
 
 
 @pytest.mark.parametrize("name", ["classification_coordconv", "regression_coordconv", "rendering_coordconv"])
-def test_a_bare_run_keeps_its_cpu_recipe(name):
+def test_a_bare_run_keeps_its_pairs_cpu_setting(name):
     task, model = name.split("_")
     cfg = make_cfg(f"task={task}", "split=quarter", f"model={model}")
-    recipe = OmegaConf.load(Path(CONFIG_DIR) / "recipe" / f"{name}.yaml")
-    for key in leaf_keys(recipe):
-        assert OmegaConf.select(cfg, key) == OmegaConf.select(recipe, key), key
+    setting = OmegaConf.load(Path(CONFIG_DIR) / "setting" / f"{name}.yaml")
+    for key in leaf_keys(setting):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(setting, key), key
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 def test_the_papers_grids_are_the_authors_and_sit_on_the_presets(name):
     cfg = compose_with_hydra(f"sweep={name}")
-    assert (cfg.hydra.runtime.choices.experiment, cfg.hydra.runtime.choices.recipe) == (name, None)
+    assert cfg.hydra.runtime.choices.setting == f"{name}_paper"
     params = {key: [number_or_text(v) for v in str(values).split(",")]
               for key, values in cfg.hydra.sweeper.params.items()}
     assert params == GRIDS[name]

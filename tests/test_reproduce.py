@@ -180,7 +180,7 @@ def test_the_paper_budget_runs_the_papers_coordconv_setting_and_the_deconv_at_it
         + [("classification-conv-paper", "uniform", 0)])
     assert paper_settings(["regression"], ["uniform"], "paper") == []
     coord = compose_config("+reproduce=classification-coordconv-paper", "split=quarter")
-    preset = compose_config("experiment=classification_coordconv", "split=quarter")
+    preset = compose_config("setting=classification_coordconv_paper", "split=quarter")
     assert coord.trainer.target == 1.0 and preset.trainer.target is None
     coord.trainer.target = None
     assert coord == preset  # the paper's setting, stopped once it reaches 100% test

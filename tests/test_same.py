@@ -128,7 +128,7 @@ def layer_calls(model, inputs, kind):
 
 @pytest.mark.parametrize("fs", [2, 3, 4, 5])
 def test_the_paper_presets_deconv_is_tf_cropped_layer_by_layer(fs):
-    cfg = make_cfg("experiment=classification_conv", "split=uniform", f"model.fs={fs}")
+    cfg = make_cfg("setting=classification_conv_paper", "split=uniform", f"model.fs={fs}")
     model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(memory_format=torch.contiguous_format)
     calls = layer_calls(model, torch.rand(1, 2, dtype=torch.double) * 54 + 4, torch.nn.ConvTranspose2d)
     assert [tuple(x.shape[-2:]) for _, x, _ in calls] == [(n, n) for n in (1, 2, 4, 8, 16, 32)]
@@ -139,7 +139,7 @@ def test_the_paper_presets_deconv_is_tf_cropped_layer_by_layer(fs):
 
 
 def test_the_paper_presets_quarter_regressor_pads_tf_way_layer_by_layer():
-    cfg = make_cfg("experiment=regression_conv", "split=quarter")
+    cfg = make_cfg("setting=regression_conv_paper", "split=quarter")
     model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).to(memory_format=torch.contiguous_format)
     calls = layer_calls(model, torch.rand(1, 1, 64, 64, dtype=torch.double), torch.nn.Conv2d)
     strided = [(layer.kernel_size[0], x.shape[-1]) for layer, x, _ in calls if layer.stride == (2, 2)]

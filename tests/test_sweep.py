@@ -27,7 +27,7 @@ from conftest import make_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+PAPER_SETTINGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "setting").glob("*_paper.yaml"))
 TINY = ["task=regression", "model=coordconv", "data.canvas=32", "debug=fast", "trainer.plots=false"]  # ~1 s a job
 
 
@@ -81,11 +81,11 @@ def test_the_paper_deconv_grids_have_the_paper_sizes_and_l2_as_twice_the_weight_
     assert [float(v) for v in params["optimizer.weight_decay"].split(",")] == [2 * l2 for l2 in (0, 1e-3, 1e-2)]
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_pins_its_task_model_and_the_paper_setting_over_the_recipe(name):
-    task, model = name.split("_")
+@pytest.mark.parametrize("name", PAPER_SETTINGS)
+def test_a_paper_setting_pins_its_task_and_model_and_replaces_the_cpu_setting(name):
+    task, model, _ = name.split("_")
     for split in ("uniform", "quarter"):
-        cfg = make_cfg(f"experiment={name}", f"split={split}")
+        cfg = make_cfg(f"setting={name}", f"split={split}")
         check(cfg)
         assert (cfg.task.name, cfg.model.name, cfg.split.name) == (task, model, split)
         assert cfg.trainer.batch_size in (16, 256)  # the paper's, not the recipe's
