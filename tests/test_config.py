@@ -92,14 +92,20 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
     (["debug=nothing"], "debug=nothing is invalid: valid choices: fast"),
     (["--cfg", "job", "model=foo"], "model=foo is invalid"),  # Hydra's own flags: its composition error, one line
+    (["setting=classification_conv"],  # a setting of another pair: both named
+     "setting=classification_conv is invalid with task=regression model=coordconv: it is a setting of another"),
+    (["task=classification", "model=conv", "setting=rendering_conv"], "setting=rendering_conv is invalid with "
+     "task=classification model=conv"),
+    (["-m", "task=classification", "model=conv", "setting=classification_conv,rendering_conv"],
+     "setting=rendering_conv is invalid with task=classification model=conv"),
     (["setting=rendering_coordconv_paper", "study=placement"],  # Hydra's reason, and both presets named
      "Key 'input_coords' not in 'Regression' (task.input_coords); the presets setting=rendering_coordconv_paper, "
      "study=placement do not combine"),
 ])
 def test_the_command_line_is_checked_before_hydra_creates_anything(tmp_path, args, words):
     run_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "coordexp.train", *args, f"hydra.run.dir={run_dir}"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "coordexp.train", *args, f"hydra.run.dir={run_dir}",
+                             f"hydra.sweep.dir={run_dir}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("coordexp: error: ") and result.stderr.count("\n") == 1, result.stderr
     assert words in result.stderr
