@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -481,7 +482,13 @@ def first_difference(theirs: Any, ours: Any, path: str = "") -> str | None:
             if found:
                 return found
         return None
-    return None if theirs == ours else f"{path.rstrip('.')}: {theirs!r} there, {ours!r} here"
+    return None if theirs == ours else f"{path.rstrip('.')}: {as_typed(theirs)} there, {as_typed(ours)} here"
+
+
+def as_typed(value: Any) -> str:
+    """A config value as a user types it on the command line (a choice by its name, not its Enum's repr)."""
+    value = value.value if isinstance(value, Enum) else value
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _decide(run_dir: Path, config: dict, key: str) -> tuple[str, str | None]:

@@ -128,6 +128,7 @@ def test_the_same_config_in_a_directory_that_holds_its_completed_run_reports_it_
 @pytest.mark.parametrize("args, texts", [
     (["seed=1"], ["holds another run", "seed: 0 there, 1 here", "resume="]),
     (["trainer.epochs=3"], ["holds another run", "trainer.epochs: 2 there, 3 here"]),
+    (["trainer.target_part=train"], ["holds another run", "trainer.target_part: held_out there, train here"]),
 ])
 def test_another_config_in_a_directory_that_holds_a_run_is_refused_and_writes_nothing(completed, args, texts):
     before = snapshot(completed)
