@@ -74,9 +74,10 @@ def _check_group_choices(overrides: tuple[str, ...]) -> None:
                 raise ConfigError(f"{name}={value} is invalid: valid choices: {', '.join(options)}")
 
 
-# configs/' preset groups: those whose options are `_global_` packages (they set keys anywhere in the config)
-PRESET_GROUPS = sorted({p.parent.name for p in Path(CONFIG_DIR).glob("*/*.yaml")
-                        if p.read_text().startswith("# @package _global_")})
+def preset_groups() -> set[str]:
+    """configs/' preset groups: those whose options are `_global_` packages (they set keys anywhere in the config).
+    Read only when a composition error needs them, never at start-up."""
+    return {p.parent.name for p in Path(CONFIG_DIR).glob("*/*.yaml") if p.read_text().startswith("# @package _global_")}
 
 
 def composition_error(error: Exception, overrides: list[str]) -> str:
@@ -90,7 +91,8 @@ def composition_error(error: Exception, overrides: list[str]) -> str:
     if message.endswith("raised while composing config:") and len(lines) > 1:  # Hydra's reason is the next line
         where = message.split(": ", 1)[0] if message.startswith("In '") else ""
         full_key = re.search(r"full_key: (\S+)", str(cause))
-        presets = [o for o in overrides if o.split("=", 1)[0] in PRESET_GROUPS]
+        groups = preset_groups()
+        presets = [o for o in overrides if o.split("=", 1)[0] in groups]
         message = (f"{where + ': ' if where else ''}{lines[1].strip()}"
                    + (f" ({full_key[1]})" if full_key else "")
                    + (f"; the presets {', '.join(presets)} do not combine" if len(presets) > 1 else ""))
