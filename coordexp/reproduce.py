@@ -1,10 +1,10 @@
 """`python -m coordexp.reproduce`: rerun what is behind the paper's headline table, report row by row whether it holds.
 
 Every run is a `python -m coordexp.train` job launched by Hydra's launcher: parallel local jobs by default
-(joblib, one torch thread each), a SLURM cluster with `--launcher slurm`. A job kind is a config in
-configs/reproduce/ (task, model and their overrides); each phase is a few multiruns over kinds x seeds, one
-per split (the uniform one on the authors' draw), longest kinds first, each in its own sweep directory
-OUT/<phase>-<digest>/<kind>/<split>/seed<k>/. The same reproduction run again continues those sweeps: a
+(joblib, one torch thread each), a SLURM cluster with `--launcher slurm`. Each job runs a named setting of
+configs/setting/ (a task x model's CPU setting, its paper setting or a named variant); each phase is a few
+multiruns over settings x seeds, one per split (the uniform one on the authors' draw), longest first, each in its
+own sweep directory OUT/<phase>-<digest>/<setting>/<split>/seed<k>/. The same reproduction run again continues those sweeps: a
 completed job reports its result without training again, an interrupted one resumes from its checkpoint
 (coordexp.rundir), so a reproduction cut short continues. The baselines run in the paper's memorising regime
 (a budget may give them several points: the one that fits its training set best gets the other seeds, chosen
@@ -44,7 +44,7 @@ from coordexp.rundir import METRICS_FILE, atomic_write, watch_owner
 from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
-KINDS_DIR = Path(CONFIG_DIR) / "reproduce"
+SETTINGS_DIR = Path(CONFIG_DIR) / "setting"
 # The paper's headline numbers (its Table 1 and text), per (task, split): (conv / deconv, CoordConv).
 PAPER = {
     ("classification", "uniform"): ("train up to 100%, test never above 86%", "100% / 100%"),
@@ -69,14 +69,14 @@ FAILS = {  # the baseline fails its test set (mean over seeds)
     ("regression", "quarter"): 0.5,       # "struggles, worst on quarter": the same bar
 }
 EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run with the first seed only, to fit the time budget
-# Per budget: the baselines' sweep points (variants of the <task>-conv kind), the seeds, and the paper's own settings
-# run beside them (kind, splits, seeds): "memorise" is the CPU recipe run on until it memorises its training set
-# (configs/reproduce/<task>-conv-memorise.yaml), the regime of the paper's claims.
+# Per budget: the baselines' sweep points (variants of the <task>_conv setting), the seeds, and the paper's own
+# settings run beside them (setting, splits, seeds): "memorise" is the CPU setting run on until it memorises its
+# training set (configs/setting/<task>_conv_memorise.yaml), the regime of the paper's claims.
 BUDGETS = {
     "cpu": {"points": ("memorise",), "seeds": [0, 1, 2], "paper_settings": ()},
     "paper": {"points": ("memorise",), "seeds": [0, 1, 2], "paper_settings": (
-        ("classification-coordconv-paper", SPLITS, [0, 1, 2, 3, 4]),  # 50 epochs, batch 16, lr 0.005, fp32
-        ("classification-conv-paper", ("uniform",), [0]),  # the deconv at the paper's length, 1000 epochs
+        ("classification_coordconv_paper", SPLITS, [0, 1, 2, 3, 4]),  # 50 epochs, batch 16, lr 0.005, fp32
+        ("classification_conv_paper", ("uniform",), [0]),  # the deconv at the paper's length, 1000 epochs
     )},
 }
 # The uniform split's override in every reproduction job: the authors' draw, with which the paper's numbers were made
@@ -88,7 +88,7 @@ FULL_GRIDS = ("classification_conv", "classification_coordconv", "regression_con
 
 @dataclass
 class Group:
-    """The runs of one (task, split, model, variant) setting, one per seed; `kind` names its config."""
+    """The runs of one setting (configs/setting/<task>_<model>[_<variant>]) on one split, one per seed."""
 
     task: str
     split: str
@@ -97,8 +97,8 @@ class Group:
     runs: list[dict] = field(default_factory=list)
 
     @property
-    def kind(self) -> str:
-        return "-".join(filter(None, (self.task, self.model, self.variant)))
+    def setting(self) -> str:
+        return "_".join(filter(None, (self.task, self.model, self.variant)))
 
     @property
     def name(self) -> str:
@@ -158,22 +158,38 @@ def what_it_did(row: dict, task) -> str:
 
 
 def products(jobs: list[tuple[str, str, int]]) -> list[tuple[list[str], list[str], list[int]]]:
-    """(kind, split, seed) jobs as few Cartesian products kinds x splits x seeds (one multirun each), in the
-    order the jobs come: a kind whose jobs are not a product of its splits and seeds is split per split."""
+    """(setting, split, seed) jobs as few Cartesian products settings x splits x seeds, in the order the jobs
+    come: a setting whose jobs are not a product of its splits and seeds is split per split."""
     pairs: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for kind, split, seed in jobs:
-        pairs[kind].append((split, seed))
+    for setting, split, seed in jobs:
+        pairs[setting].append((split, seed))
     grouped: dict[tuple, list[str]] = {}
-    for kind, kind_pairs in pairs.items():
-        splits = list(dict.fromkeys(s for s, _ in kind_pairs))
-        seeds = list(dict.fromkeys(k for _, k in kind_pairs))
-        if len(kind_pairs) == len(splits) * len(seeds):
+    for setting, setting_pairs in pairs.items():
+        splits = list(dict.fromkeys(s for s, _ in setting_pairs))
+        seeds = list(dict.fromkeys(k for _, k in setting_pairs))
+        if len(setting_pairs) == len(splits) * len(seeds):
             keys = [(tuple(splits), tuple(seeds))]
         else:
-            keys = [((s,), tuple(k for t, k in kind_pairs if t == s)) for s in splits]
+            keys = [((s,), tuple(k for t, k in setting_pairs if t == s)) for s in splits]
         for key in keys:
-            grouped.setdefault(key, []).append(kind)
-    return [(kinds, list(splits), list(seeds)) for (splits, seeds), kinds in grouped.items()]
+            grouped.setdefault(key, []).append(setting)
+    return [(settings, list(splits), list(seeds)) for (splits, seeds), settings in grouped.items()]
+
+
+def setting_axes(settings: list[str]) -> list[list[str]]:
+    """The sweep axes that run exactly these settings, one list per multirun. A named setting sets its own task and
+    model (`setting=a,b`); a pair's CPU setting is the one the pair picks (`task=... model=...`: Hydra cannot
+    let it pick its own pair), so those are swept as products tasks x models."""
+    named = [s for s in settings if s.count("_") > 1]
+    tasks_of: dict[str, list[str]] = defaultdict(list)  # model -> the tasks of its CPU settings
+    for setting in (s for s in settings if s.count("_") == 1):
+        task, model = setting.split("_")
+        tasks_of[model].append(task)
+    models_of: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for model, tasks in tasks_of.items():
+        models_of[tuple(tasks)].append(model)
+    return ([[f"setting={','.join(named)}"]] if named else []) + [
+        [f"task={','.join(tasks)}", f"model={','.join(models)}"] for tasks, models in models_of.items()]
 
 
 def launcher_overrides(launcher: str, workers: int) -> list[str]:
@@ -183,13 +199,14 @@ def launcher_overrides(launcher: str, workers: int) -> list[str]:
     return [f"hydra/launcher={launcher}"]
 
 
-def job_overrides(kinds: list[str], splits: list[str], seeds: list[int], args) -> list[str]:
-    """The overrides of a multirun over kinds x splits x seeds (what makes it the sweep it is). The uniform split
+def job_overrides(axes: list[str], splits: list[str], seeds: list[int], args) -> list[str]:
+    """The overrides of a multirun over settings (their axes) x splits x seeds (what makes it the sweep it is). The
+    uniform split
     is the authors' draw (2368 train / 768 test), with which the paper's numbers were made, unless the user's
     overrides pick one."""
     users = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
     authors = splits == ["uniform"] and "data.uniform_split" not in override_keys(users)
-    return [f"+reproduce={','.join(kinds)}", f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}",
+    return [*axes, f"split={','.join(splits)}", f"seed={','.join(map(str, seeds))}",
             *([AUTHORS_SPLIT] if authors else []), "trainer.progress=false",
             *(["debug=fast"] if args.smoke else []), *users]
 
@@ -200,13 +217,17 @@ def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
     return out / f"{phase}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
 
 
-def stop_at_result(group: Group) -> tuple[str, ...]:
-    """The overrides that end a CoordConv run (its CPU recipe) at its first evaluation that reaches the paper's
-    result (coordexp.tasks' `solved`: the claim is that it gets there). The baselines' kinds say themselves when
-    they stop (memorise: once they memorise their training set, read on train, never on test); the paper-form
-    variants run as their kinds say."""
-    if group.model == "coordconv" and not group.variant:
+def run_overrides(group: Group) -> tuple[str, ...]:
+    """What the reproduction adds to a setting's runs. A CoordConv run (its CPU or its paper setting) ends at its
+    first evaluation that reaches the paper's result (coordexp.tasks' `solved`: the claim is that it gets there;
+    the run up to it is unchanged). The paper's deconv is evaluated every 10 epochs, so that a run cut short and
+    continued later still draws its curve. The baselines' settings say themselves when they stop (memorise: once
+    they memorise their training set, read on train, never on test); the paper-form variants (one-hot 1, the
+    softmax map) run their whole length."""
+    if group.model == "coordconv" and group.variant in ("", "paper"):
         return (f"trainer.target={TASK_CLASSES[group.task].solved}",)
+    if group.model == "conv" and group.variant == "paper":
+        return ("trainer.eval_every=10",)
     return ()
 
 
@@ -247,27 +268,29 @@ class Multiruns:
 
 
 def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
-    """Run the jobs through Hydra's launcher, one multirun per product of kinds x splits x seeds, then read every
+    """Run the jobs through Hydra's launcher, one multirun per product of settings x splits x seeds, then read every
     job's result into its group. A job whose run directory holds its completed run reports it without training
     again (coordexp.rundir), so a reproduction cut short continues where it stopped."""
     where, by_overrides = {}, defaultdict(list)
     for group, seed in jobs:
-        by_overrides[stop_at_result(group)].append((group.kind, group.split, seed))
+        by_overrides[run_overrides(group)].append((group.setting, group.split, seed))
     # one multirun per split: the uniform split's jobs take the authors' draw (job_overrides)
-    multiruns = [(kinds, [split], seeds, list(extra)) for extra, triples in by_overrides.items()
-                 for kinds, splits, seeds in products(triples) for split in splits]
-    for kinds, splits, seeds, extra in multiruns:
-        overrides = job_overrides(kinds, splits, seeds, args) + extra
+    multiruns = [(settings, axes, [split], seeds, list(extra)) for extra, triples in by_overrides.items()
+                 for settings, splits, seeds in products(triples) for split in splits
+                 for axes in setting_axes(settings)]
+    for settings, axes, splits, seeds, extra in multiruns:
+        overrides = job_overrides(axes, splits, seeds, args) + extra
         directory = sweep_dir(out, phase, overrides)
-        where.update({(k, s, seed): directory / k / s / f"seed{seed}" for k in kinds for s in splits for seed in seeds})
+        where.update({(k, s, seed): directory / k / s / f"seed{seed}"
+                      for k in settings for s in splits for seed in seeds})
         command = [sys.executable, "-m", "coordexp.train", "-m", *overrides, f"hydra.sweep.dir={directory}",
-                   "hydra.sweep.subdir=${hydra:runtime.choices.reproduce}/${split.name}/seed${seed}",
+                   "hydra.sweep.subdir=${hydra:runtime.choices.setting}/${split.name}/seed${seed}",
                    *launcher_overrides(args.launcher, args.workers),
                    *[o for o in args.overrides if o.lstrip("+~").startswith("hydra")]]
         if args.dry_run:
             print(shlex.join(["python", *command[1:]]))
             continue
-        print(f"  multirun: {', '.join(kinds)} x {', '.join(splits)} x seeds {', '.join(map(str, seeds))} "
+        print(f"  multirun: {' '.join(axes)} x {', '.join(splits)} x seeds {', '.join(map(str, seeds))} "
               f"-> {directory}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "reproduce.log", "a") as log:  # the multiruns' own output: Hydra's and every job's log
@@ -275,7 +298,7 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
         if code:  # its jobs that did not complete are listed in the report
             print(f"  the multirun exited with status {code}: see {out / 'reproduce.log'}", flush=True)
     for group, seed in jobs:
-        row = read_run(where[group.kind, group.split, seed], out)
+        row = read_run(where[group.setting, group.split, seed], out)
         group.runs.append(row)
         if not args.dry_run:
             print(f"  {group.name} seed {seed}: {row['status']}"
@@ -302,12 +325,12 @@ def plan(tasks: list[str], splits: list[str], budget: str, renderer_softmax: boo
 
 
 def paper_settings(tasks: list[str], splits: list[str], budget: str) -> list[tuple[Group, int]]:
-    """The budget's runs of the paper's own settings (configs/reproduce/<kind>.yaml) on the asked tasks and splits:
-    (group, seed) jobs, one group per kind and split."""
+    """The budget's runs of the paper's own settings (configs/setting/<task>_<model>_paper.yaml) on the asked tasks
+    and splits: (group, seed) jobs, one group per setting and split."""
     jobs = []
-    for kind, kind_splits, seeds in BUDGETS[budget]["paper_settings"]:
-        task, model, variant = kind.split("-")
-        for split in (s for s in kind_splits if task in tasks and s in splits):
+    for setting, setting_splits, seeds in BUDGETS[budget]["paper_settings"]:
+        task, model, variant = setting.split("_")
+        for split in (s for s in setting_splits if task in tasks and s in splits):
             group = Group(task, split, model, variant)
             jobs += [(group, seed) for seed in seeds]
     return jobs
@@ -393,7 +416,7 @@ def paper_figure(paper: list[Group]) -> Figure:
             for part, style in (("train", "--"), ("test", "-")):
                 ax.plot(history["epochs"], [m[part][group.headline] for m in history["metrics"]], style,
                         color=f"C{colour}", label=f"seed {run.get('seed', colour)} {part}")
-        ax.set(title=f"{group.kind} / {group.split}", xlabel="epoch", ylabel=group.headline)
+        ax.set(title=f"{group.setting} / {group.split}", xlabel="epoch", ylabel=group.headline)
         ax.legend(loc="best", fontsize=7, ncol=2)
     return fig
 
@@ -461,7 +484,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
                 if "uniform" in sizes else "") + ".", "",
              "Values are mean +- std over seeds of the final metric: accuracy (classification), pixel error "
              "(regression, lower is better), IoU (rendering). Each baseline is its CPU recipe run on in the paper's "
-             "memorising regime (configs/reproduce/<task>-conv-memorise.yaml): until it memorises its training "
+             "memorising regime (configs/setting/<task>_conv_memorise.yaml): until it memorises its training "
              "set (classification: train accuracy >= 0.99, rendering: train IoU >= 0.99; stopping reads train, "
              "never test) or its epoch cap, whichever comes first; the regressors train their whole length. "
              "A row is **reproduced** when the baseline fits its training set and fails its test set as the "
@@ -484,7 +507,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
         params = [next((r["params"] for r in g.runs if r.get("params")), "?") for g in (conv, coord)]
         paper_conv, paper_coord = PAPER[task, split]
         lines.append(f"| {task} | {split} | {paper_conv} | {conv.summary('train')} / {conv.summary('test')} "
-                     f"(`{conv.kind}`) | {paper_coord} | {coord.summary('train')} / "
+                     f"(`{conv.setting}`) | {paper_coord} | {coord.summary('train')} / "
                      f"{coord.summary('test')} | {params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "
                      f"**{'reproduced' if ok else 'contradicted'}**: {why} |")
     lines += ["", f"{held} of {len(baselines)} rows reproduced, {len(baselines) - held} contradicted.", "",
@@ -521,7 +544,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
                 first = ", ".join(str(e) for e in firsts if e is not None) or "none"
             last = [r["history"]["metrics"][-1] for r in g.runs if (r.get("history") or {}).get("metrics")]
             values = [", ".join(f"{m[part][g.headline]:.4g}" for m in last) or "n/a" for part in ("train", "test")]
-            lines.append(f"| {g.kind} | {g.split} | {len(g.runs)} | {ran} | {reach} | {first} | {' | '.join(values)} |")
+            lines.append(f"| {g.setting} | {g.split} | {len(g.runs)} | {ran} | {reach} | {first} | {' | '.join(values)} |")
         lines += ["", "![the paper's settings](paper.png)"]
     extras = [g for g in groups if g.model in EXTRAS]
     if extras:
@@ -590,18 +613,18 @@ def full_grids(out: Path, args) -> int:
     return failed
 
 
-def check_kinds(groups: list[Group], sweeps: dict) -> str | None:
-    """The first planned kind without a config in configs/reproduce/, or None."""
+def check_settings(groups: list[Group], sweeps: dict) -> str | None:
+    """The first planned setting without a config in configs/setting/, or None."""
     for g in [*groups, *[p for ps in sweeps.values() for p in ps]]:
-        if not (KINDS_DIR / f"{g.kind}.yaml").is_file():
-            return g.kind
+        if not (SETTINGS_DIR / f"{g.setting}.yaml").is_file():
+            return g.setting
     return None
 
 
 def check_overrides(group: Group, overrides: list[str]) -> str | None:
     """What is wrong with the user's overrides on a planned job, or None; hydra.* keys are the launcher's to check."""
     try:
-        compose_config(f"+reproduce={group.kind}", f"split={group.split}",
+        compose_config(*setting_axes([group.setting])[0], f"split={group.split}",
                        *[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
     except ConfigError as error:
         return str(error)
@@ -653,9 +676,9 @@ def reproduce(args, parser: argparse.ArgumentParser) -> int:
     """Plan, run and report the reproduction (main's arguments)."""
     start = time.perf_counter()
     groups, sweeps = plan(args.tasks, args.splits, args.budget, args.renderer_softmax, args.extras)
-    missing = check_kinds(groups, sweeps)
+    missing = check_settings(groups, sweeps)
     if missing:
-        parser.error(f"no job kind {missing!r} in {KINDS_DIR}")
+        parser.error(f"no setting {missing!r} in {SETTINGS_DIR}")
     problem = check_overrides(groups[0], args.overrides)
     if problem:
         parser.error(problem)

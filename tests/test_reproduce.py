@@ -6,9 +6,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from coordexp.reproduce import (BUDGETS, FAILS, KINDS_DIR, Group, best, check_kinds, curves_figure, first_reaching,
+from coordexp.reproduce import (BUDGETS, FAILS, SETTINGS_DIR, Group, best, check_settings, curves_figure, first_reaching,
                                 memorise_figure, paper_figure, paper_settings, plan, products, split_sizes,
-                                stop_at_result, verdict, what_it_did)
+                                run_overrides, setting_axes, verdict, what_it_did)
 from coordexp.compose import compose_config
 from coordexp.tasks import TASK_CLASSES
 
@@ -29,8 +29,8 @@ def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twi
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json"))
     assert len(runs) == 1 + 4, runs
     assert {r.split("/")[0].split("-")[0] for r in runs} == {"phase1", "phase2"}
-    assert any(r.endswith("/regression-coordconv-onehot1/quarter/seed0") for r in runs), runs
-    job = next(tmp_path.glob("phase2-*/regression-coordconv/quarter/seed0"))
+    assert any(r.endswith("/regression_coordconv_onehot1/quarter/seed0") for r in runs), runs
+    job = next(tmp_path.glob("phase2-*/regression_coordconv/quarter/seed0"))
     hydra = OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra
     assert hydra.mode == "MULTIRUN" and "joblib" in hydra.launcher._target_  # Hydra's launcher ran it
     assert json.loads((job / "metrics.json").read_text())["history"]["epochs"] == [1]
@@ -38,9 +38,10 @@ def test_reproduce_launches_through_hydra_writes_a_report_and_trains_nothing_twi
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")} == written  # nothing trained again
-    # each phase's sweeps were checked, then continued: CoordConv's in one of its own, stopped at its result
+    # each phase's sweeps were checked, then continued: CoordConv's in one of its own, stopped at its result; the
+    # one-hot-1 setting by name; MLP and CoordMLP by their pairs
     logs = {p.parent.name: p.read_text() for p in tmp_path.glob("phase2-*/sweep.log")}
-    assert sorted(int(log.split("sweep started: ")[1].split()[0]) for log in logs.values()) == [1, 3], logs
+    assert sorted(int(log.split("sweep started: ")[1].split()[0]) for log in logs.values()) == [1, 1, 2], logs
     assert all("sweep continued:" in log for log in logs.values()), logs
     assert "trainer.target=0.5" in (job / ".hydra" / "overrides.yaml").read_text()
     assert (tmp_path / "REPORT.md").read_text().split("## The paper's")[1] == report.split("## The paper's")[1]
@@ -53,17 +54,18 @@ def test_dry_run_prints_one_multirun_per_product_on_the_chosen_launcher(tmp_path
     assert out.returncode == 0, out.stderr
     commands = [line for line in out.stdout.splitlines() if line.startswith("python -m coordexp.train -m")]
     assert all("hydra/launcher=slurm" in c and "hydra.launcher.partition=cpu" in c for c in commands), commands
-    # one multirun per split (the uniform one on the authors' draw): the memorising baselines, CoordConv, the
-    # extras (asked) on seed 0
-    assert [c.split()[4:8] for c in commands] == [
-        ["+reproduce=classification-conv-memorise", "split=uniform", "seed=0,1", "data.uniform_split=authors"],
-        ["+reproduce=classification-conv-memorise", "split=quarter", "seed=0,1", "trainer.progress=false"],
-        ["+reproduce=classification-coordconv", "split=uniform", "seed=0,1", "data.uniform_split=authors"],
-        ["+reproduce=classification-coordconv", "split=quarter", "seed=0,1", "trainer.progress=false"],
-        ["+reproduce=classification-mlp,classification-coordmlp", "split=uniform", "seed=0",
-         "data.uniform_split=authors"],
-        ["+reproduce=classification-mlp,classification-coordmlp", "split=quarter", "seed=0", "trainer.progress=false"]]
-    # CoordConv's runs stop at the paper's result on test; the baselines' kinds stop themselves (on train)
+    # one multirun per split (the uniform one on the authors' draw): the memorising baselines (a named setting),
+    # CoordConv (the pair's CPU setting), the extras (asked) on seed 0
+    axes = [[w for w in c.split() if w.startswith(("setting=", "task=", "model=", "split=", "seed=", "data."))]
+            for c in commands]
+    assert axes == [
+        ["setting=classification_conv_memorise", "split=uniform", "seed=0,1", "data.uniform_split=authors"],
+        ["setting=classification_conv_memorise", "split=quarter", "seed=0,1"],
+        ["task=classification", "model=coordconv", "split=uniform", "seed=0,1", "data.uniform_split=authors"],
+        ["task=classification", "model=coordconv", "split=quarter", "seed=0,1"],
+        ["task=classification", "model=mlp,coordmlp", "split=uniform", "seed=0", "data.uniform_split=authors"],
+        ["task=classification", "model=mlp,coordmlp", "split=quarter", "seed=0"]]
+    # CoordConv's runs stop at the paper's result on test; the baselines' settings stop themselves (on train)
     assert ["trainer.target=1.0" in c for c in commands] == [False, False, True, True, False, False], commands
     assert not list(tmp_path.iterdir())  # nothing written
 
@@ -92,13 +94,28 @@ def test_products_keep_the_order_and_split_what_is_not_a_product():
 
 
 @pytest.mark.parametrize("budget", list(BUDGETS))
-def test_every_planned_kind_composes_to_its_task_and_model(budget):
+def test_every_planned_setting_composes_to_its_task_and_model(budget):
     groups, sweeps = plan(["classification", "regression", "rendering"], ["uniform", "quarter"], budget, True)
-    assert check_kinds(groups, sweeps) is None
-    for g in [*groups, *[p for ps in sweeps.values() for p in ps]]:
-        cfg = compose_config(f"+reproduce={g.kind}", f"split={g.split}")  # composed and checked
-        assert (cfg.task.name, cfg.split.name, cfg.model.name) == (g.task, g.split, g.model), g.kind
-    assert {p.stem for p in KINDS_DIR.glob("*.yaml")} >= {g.kind for g in groups}
+    assert check_settings(groups, sweeps) is None
+    planned = [*groups, *[p for ps in sweeps.values() for p in ps],
+               *[g for g, _ in paper_settings(["classification", "regression", "rendering"], ["uniform", "quarter"],
+                                               budget)]]
+    for g in planned:
+        (axes,) = setting_axes([g.setting])  # how its multirun picks it
+        cfg = compose_config(*axes, f"split={g.split}")  # composed and checked
+        assert (cfg.task.name, cfg.split.name, cfg.model.name) == (g.task, g.split, g.model), g.setting
+    assert {p.stem for p in SETTINGS_DIR.glob("*.yaml")} >= {g.setting for g in planned}
+
+
+def test_setting_axes_sweep_named_settings_by_name_and_cpu_settings_by_their_pair():
+    assert setting_axes(["classification_conv_memorise", "regression_conv_memorise"]) == [
+        ["setting=classification_conv_memorise,regression_conv_memorise"]]
+    assert setting_axes(["classification_coordconv", "regression_coordconv", "regression_coordconv_onehot1",
+                         "classification_mlp", "regression_mlp"]) == [
+        ["setting=regression_coordconv_onehot1"],
+        ["task=classification,regression", "model=coordconv,mlp"]]
+    assert setting_axes(["classification_mlp", "regression_coordmlp"]) == [
+        ["task=classification", "model=mlp"], ["task=regression", "model=coordmlp"]]
 
 
 def group(task, split, model, train, test, variant=""):
@@ -155,16 +172,16 @@ def test_baselines_memorise_until_train_099_and_never_stop_on_test(budget):
     _, sweeps = plan(["classification", "regression", "rendering"], ["quarter"], budget)
     for (task, _), points in sweeps.items():
         for point in points:
-            assert stop_at_result(point) == (), point.kind  # the kind says when it stops
-            cfg = compose_config(f"+reproduce={point.kind}", "split=quarter")
+            assert run_overrides(point) == (), point.setting  # the setting says when it stops
+            cfg = compose_config(f"setting={point.setting}", "split=quarter")
             target = None if task == "regression" else 0.99  # the regressors' fit is relative: whole length
             assert (cfg.trainer.target, cfg.trainer.target_part) == (target, "held_out" if target is None else "train")
 
 
 @pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
-def test_the_memorising_baseline_is_its_recipe_over_three_times_its_epochs(task):
+def test_the_memorising_baseline_is_its_cpu_setting_over_three_times_its_epochs(task):
     recipe = compose_config(f"task={task}", "model=conv", "split=uniform", "data.uniform_split=authors")
-    point = compose_config(f"+reproduce={task}-conv-memorise", "split=uniform", "data.uniform_split=authors")
+    point = compose_config(f"setting={task}_conv_memorise", "split=uniform", "data.uniform_split=authors")
     assert point.trainer.epochs == 3 * recipe.trainer.epochs
     assert point.model.padding == "tf" and point.data.uniform_split == "authors"
     for key in ("epochs", "target", "target_part"):
@@ -175,16 +192,14 @@ def test_the_memorising_baseline_is_its_recipe_over_three_times_its_epochs(task)
 def test_the_paper_budget_runs_the_papers_coordconv_setting_and_the_deconv_at_its_length():
     assert paper_settings(["classification"], ["uniform", "quarter"], "cpu") == []
     jobs = paper_settings(["classification", "rendering"], ["uniform", "quarter"], "paper")
-    assert sorted({(g.kind, g.split, seed) for g, seed in jobs}) == sorted(
-        [("classification-coordconv-paper", s, k) for s in ("uniform", "quarter") for k in range(5)]
-        + [("classification-conv-paper", "uniform", 0)])
+    assert sorted({(g.setting, g.split, seed) for g, seed in jobs}) == sorted(
+        [("classification_coordconv_paper", s, k) for s in ("uniform", "quarter") for k in range(5)]
+        + [("classification_conv_paper", "uniform", 0)])
     assert paper_settings(["regression"], ["uniform"], "paper") == []
-    coord = compose_config("+reproduce=classification-coordconv-paper", "split=quarter")
-    preset = compose_config("setting=classification_coordconv_paper", "split=quarter")
-    assert coord.trainer.target == 1.0 and preset.trainer.target is None
-    coord.trainer.target = None
-    assert coord == preset  # the paper's setting, stopped once it reaches 100% test
-    deconv = compose_config("+reproduce=classification-conv-paper", "split=uniform")
+    coord_group, deconv_group = (next(g for g, _ in jobs if g.model == m) for m in ("coordconv", "conv"))
+    assert run_overrides(coord_group) == ("trainer.target=1.0",)  # the paper's setting, stopped at 100% test
+    assert run_overrides(deconv_group) == ("trainer.eval_every=10",)  # its curve drawn when cut short
+    deconv = compose_config("setting=classification_conv_paper", "split=uniform", *run_overrides(deconv_group))
     assert (deconv.trainer.epochs, deconv.model.mul, deconv.model.fs, deconv.data.uniform_split) == (1000, 2, 3, "authors")
 
 
@@ -221,7 +236,7 @@ def test_paper_figure_has_a_panel_per_setting_and_draws_runs_cut_short():
     g = Group("classification", "uniform", "conv", "paper")
     g.runs = [{**run_with_history(0, [(0.1, 0.1), (0.2, 0.15)]), "status": "interrupted"}]
     fig = paper_figure([g])
-    assert [ax.get_title() for ax in fig.axes] == ["classification-conv-paper / uniform"]
+    assert [ax.get_title() for ax in fig.axes] == ["classification_conv_paper / uniform"]
     assert len(fig.axes[0].get_lines()) == 2  # its train and test, where it got
 
 
@@ -245,7 +260,7 @@ def test_every_run_table_says_how_each_run_ended():
 def test_the_papers_renderer_runs_only_when_asked():
     default, _ = plan(["rendering"], ["quarter"], "cpu")
     asked, _ = plan(["rendering"], ["quarter"], "cpu", renderer_softmax=True)
-    assert {g.kind for g in asked} - {g.kind for g in default} == {"rendering-coordconv-softmax"}
+    assert {g.setting for g in asked} - {g.setting for g in default} == {"rendering_coordconv_softmax"}
 
 
 def test_curves_show_train_and_test_of_both_models_per_split():

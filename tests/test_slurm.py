@@ -248,6 +248,6 @@ def test_the_reproduction_runs_its_jobs_as_slurm_jobs_and_reports(tmp_path):
     assert "| classification | quarter |" in (tmp_path / "REPORT.md").read_text()
     runs = [p.parent for p in tmp_path.rglob("metrics.json")]
     assert len(runs) == 1 + 1, runs  # the memorising baseline; coordconv (the extras only with --extras)
-    for sweep_dir in {run.parents[2] for run in runs}:  # <phase>/<kind>/<split>/seed<n>
+    for sweep_dir in {run.parents[2] for run in runs}:  # <phase>/<setting>/<split>/seed<n>
         jobs = [p.name for p in (sweep_dir / ".submitit").glob("*") if p.is_dir()]
         assert jobs and all(sacct(job)[-1][1] == "COMPLETED" for job in jobs), (sweep_dir, jobs)
