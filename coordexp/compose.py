@@ -13,6 +13,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.experimental.callback import Callback
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -42,7 +43,7 @@ def compose_config(*overrides: str, hydra_node: bool = False) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error(error, list(overrides))) from None
     _check_group_choices(overrides)
-    check_setting(cfg.hydra.runtime.choices)
+    check_choices(cfg.hydra.runtime.choices, job=cfg.hydra.mode != RunMode.MULTIRUN)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if hydra_node else without_hydra(cfg)
     check(job, [o for o in overrides if not o.lstrip("+~").startswith("hydra")])
     return cfg
@@ -55,12 +56,39 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def check_setting(choices: DictConfig) -> None:
-    """A setting belongs to one task x model (its name starts with it): with another pair it is one line naming both."""
+def check_choices(choices: DictConfig, job: bool = True) -> None:
+    """The group choices that do not combine, each one line naming both sides (ConfigError). A setting belongs to
+    one task x model (its name starts with it); a multirun states the task and model it is for in its file (its
+    defaults list's `override /task`, `override /model`, or the models it sweeps), which a command-line choice
+    could otherwise replace silently. A multirun's own config (not `job`) has not swept its groups yet: the models it
+    sweeps are checked per job."""
     setting, pair = choices.get("setting"), f"{choices.get('task')}_{choices.get('model')}"
     if setting and setting != pair and not setting.startswith(pair + "_"):
         raise ConfigError(f"setting={setting} is invalid with task={choices.get('task')} model={choices.get('model')}: "
                           f"it is a setting of another task x model; valid here: the settings named {pair}*")
+    multirun = choices.get("multirun")
+    needs = multirun_needs(multirun, swept=job) if multirun else {}
+    if any(choices.get(group) not in options.split(",") for group, options in needs.items()):
+        chosen = " ".join(f"{group}={choices.get(group)}" for group in needs)
+        raise ConfigError(f"multirun={multirun} is invalid with {chosen}: it is a multirun of "
+                          f"{' '.join(f'{group}={options}' for group, options in needs.items())}; choose that "
+                          f"{' and '.join(needs)} (or leave them out), or another multirun")
+
+
+def multirun_needs(name: str, swept: bool = True) -> dict[str, str]:
+    """The task and model a multirun of configs/multirun/ is for (with `swept`, a model it sweeps: 'mlp,coordmlp'),
+    as its file and those of the multiruns it extends say: {} for one that runs on any."""
+    config = OmegaConf.load(Path(CONFIG_DIR) / "multirun" / f"{name}.yaml")
+    needs: dict[str, str] = {}
+    for entry in config.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":  # a multirun it extends
+            needs.update(multirun_needs(entry, swept))
+        elif not isinstance(entry, str):
+            needs.update({key.split("/")[-1]: value for key, value in entry.items()
+                          if key in ("override /task", "override /model")})
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    needs.update({group: str(params[group]) for group in ("task", "model") if swept and group in params})
+    return needs
 
 
 def _check_group_choices(overrides: tuple[str, ...]) -> None:
@@ -146,7 +174,7 @@ def check_run(config: DictConfig) -> None:
     that can be written. ConfigError on a bad value."""
     overrides = list(config.hydra.overrides.task)
     _check_group_choices(overrides)
-    check_setting(config.hydra.runtime.choices)
+    check_choices(config.hydra.runtime.choices)
     check(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
     if config.resume is None:
         check_writable(config.hydra.run.dir)

@@ -83,7 +83,7 @@ BUDGETS = {
 AUTHORS_SPLIT = "data.uniform_split=authors"
 LAUNCHERS = ("joblib", "slurm", "submitit_local", "basic")  # Hydra's hydra/launcher choices
 FULL_GRIDS = ("classification_conv", "classification_coordconv", "regression_conv", "regression_coordconv",
-              "rendering_conv", "rendering_coordconv")  # configs/sweep/: the paper's whole grids
+              "rendering_conv", "rendering_coordconv")  # configs/multirun/<pair>_grid: the paper's whole grids
 
 
 @dataclass
@@ -600,14 +600,14 @@ def full_grids(out: Path, args) -> int:
     """Run (or with --dry-run print) the paper's whole grids, one multirun per sweep over both splits; the exit
     status is the first non-zero one of a multirun."""
     failed = 0
-    for sweep in FULL_GRIDS:
-        command = [sys.executable, "-m", "coordexp.train", "-m", f"sweep={sweep}", "split=uniform,quarter",
-                   f"hydra.sweep.dir={out / 'full' / sweep}", "trainer.progress=false",
+    for pair in FULL_GRIDS:
+        command = [sys.executable, "-m", "coordexp.train", f"setting={pair}_paper", f"multirun={pair}_grid",
+                   "split=uniform,quarter", f"hydra.sweep.dir={out / 'full' / pair}", "trainer.progress=false",
                    *launcher_overrides(args.launcher, args.workers), *args.overrides]
         if args.dry_run:
             print(shlex.join(["python", *command[1:]]))
             continue
-        print(f"  {sweep}: {out / 'full' / sweep}", flush=True)
+        print(f"  {pair}: {out / 'full' / pair}", flush=True)
         code = args.multiruns.run(command)
         failed = failed or code
     return failed

@@ -32,7 +32,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from coordexp.compose import check_setting, composition_error, without_hydra
+from coordexp.compose import check_choices, composition_error, without_hydra
 from coordexp.config import ConfigError, check
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
@@ -139,7 +139,7 @@ def _compose(config_name: str, groups: tuple[str, ...], overrides: list[Override
         cfg = compose(config_name, overrides=list(groups), return_hydra_config=True)
     except Exception as error:  # Hydra's composition errors span lines: one line with its reason
         raise ConfigError(f"{' '.join(groups)}: {composition_error(error, list(groups))}") from None
-    check_setting(cfg.hydra.runtime.choices)
+    check_choices(cfg.hydra.runtime.choices)
     return without_hydra(cfg)
 
 

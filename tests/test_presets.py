@@ -158,7 +158,7 @@ def test_a_bare_run_keeps_its_pairs_cpu_setting(name):
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 def test_the_papers_grids_are_the_authors_and_sit_on_the_presets(name):
-    cfg = compose_with_hydra(f"sweep={name}")
+    cfg = compose_with_hydra(f"setting={name}_paper", f"multirun={name}_grid")
     assert cfg.hydra.runtime.choices.setting == f"{name}_paper"
     params = {key: [number_or_text(v) for v in str(values).split(",")]
               for key, values in cfg.hydra.sweeper.params.items()}

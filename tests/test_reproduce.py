@@ -82,7 +82,8 @@ def test_full_runs_the_paper_grids_on_the_chosen_launcher():
     out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--full", "--dry-run", "--launcher", "slurm"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "sweep=classification_conv " in out.stdout and "sweep=rendering_conv " in out.stdout
+    assert "setting=classification_conv_paper multirun=classification_conv_grid " in out.stdout
+    assert "setting=rendering_conv_paper multirun=rendering_conv_grid " in out.stdout
     assert out.stdout.count("hydra/launcher=slurm") == 6
 
 

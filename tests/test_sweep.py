@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hydra.types import RunMode
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -26,7 +27,7 @@ from coordexp.compose import CONFIG_DIR
 from conftest import make_cfg
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEPS = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
+GRIDS = sorted(p.stem for p in (Path(CONFIG_DIR) / "multirun").glob("*_grid*.yaml"))
 PAPER_SETTINGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "setting").glob("*_paper.yaml"))
 TINY = ["task=regression", "model=coordconv", "data.canvas=32", "debug=fast", "trainer.plots=false"]  # ~1 s a job
 
@@ -65,19 +66,23 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
 
 # --- the paper's grids and settings ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", SWEEPS)
-def test_sweep_config_composes_with_the_grid_size_it_claims_and_every_job_passes_the_check(name):
-    claimed = int(re.search(r"(\d+) runs per split", (Path(CONFIG_DIR) / "sweep" / f"{name}.yaml").read_text())[1])
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the check composes, as in the app
-        cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
+@pytest.mark.parametrize("name", GRIDS)
+def test_a_grid_composes_on_its_pairs_settings_with_the_size_it_claims_and_every_job_passes_the_check(name):
+    claimed = int(re.search(r"(\d+) runs per split", (Path(CONFIG_DIR) / "multirun" / f"{name}.yaml").read_text())[1])
+    pair = "_".join(name.split("_")[:2])
+    for setting in (pair, f"{pair}_paper"):  # the pair's CPU setting and the paper's, the grid's own
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the check composes, as in the app
+            cfg = compose("config", overrides=[f"setting={setting}", f"multirun={name}"], return_hydra_config=True)
+        assert cfg.hydra.mode == RunMode.MULTIRUN  # no -m needed
         assert planned_jobs(cfg) == claimed
-        assert check_sweep(cfg) == claimed  # every job's config is valid
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            assert check_sweep(cfg) == claimed  # every job's config is valid
 
 
 def test_the_paper_deconv_grids_have_the_paper_sizes_and_l2_as_twice_the_weight_decay():
-    assert planned_jobs(compose_with_hydra("sweep=classification_conv")) == 324
-    assert planned_jobs(compose_with_hydra("sweep=rendering_conv")) == 648
-    params = compose_with_hydra("sweep=classification_conv").hydra.sweeper.params
+    assert planned_jobs(compose_with_hydra("multirun=classification_conv_grid")) == 324
+    assert planned_jobs(compose_with_hydra("multirun=rendering_conv_grid")) == 648
+    params = compose_with_hydra("multirun=classification_conv_grid").hydra.sweeper.params
     assert [float(v) for v in params["optimizer.weight_decay"].split(",")] == [2 * l2 for l2 in (0, 1e-3, 1e-2)]
 
 
