@@ -129,7 +129,7 @@ class Model:
     r_center: float = key(bounded(-1, 1))
     init: Init = key()
     l2_scope: L2Scope = key()
-    fast: bool = key()
+    fast: bool = key()  # same parameters, faster layers (configs/model/*.yaml say which)
 
 
 @dataclass
@@ -147,9 +147,9 @@ class Conv(ConvFamily):
 
 @dataclass
 class CoordConv(ConvFamily):
-    centre_map: CentreMap = key()
-    painter_width: PainterWidth = key()
-    coord_layers: CoordLayers = key()
+    centre_map: CentreMap = key()  # rendering only
+    painter_width: PainterWidth = key()  # rendering only
+    coord_layers: CoordLayers = key()  # counted over the model's convs in order
     coords: InputCoords = key()
 
 
