@@ -99,7 +99,7 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words)
     (["-m", "task=classification", "model=conv", "setting=classification_conv,rendering_conv"],
      "setting=rendering_conv is invalid with task=classification model=conv"),
     (["setting=rendering_coordconv_paper", "multirun=placement"],  # Hydra's reason, and both presets named
-     "Key 'input_coords' not in 'Regression' (task.input_coords); the presets setting=rendering_coordconv_paper, "
+     "Key 'uniform_split' not in 'Sampled' (data.uniform_split); the presets setting=rendering_coordconv_paper, "
      "multirun=placement do not combine"),
     (["model=conv", "multirun=placement"],  # a multirun for another pair: both named
      "multirun=placement is invalid with task=regression model=conv: it is a multirun of task=regression "
