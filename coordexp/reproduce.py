@@ -34,6 +34,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from coordexp import claims
 from coordexp.aggregate import read_job, read_yaml, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
 from coordexp.config import SEED_MAX, SPLITS, TASKS, ConfigError, override_keys
@@ -45,29 +46,6 @@ from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
 SETTINGS_DIR = Path(CONFIG_DIR) / "setting"
-# The paper's headline numbers (its Table 1 and text), per (task, split): (conv / deconv, CoordConv).
-PAPER = {
-    ("classification", "uniform"): ("train up to 100%, test never above 86%", "100% / 100%"),
-    ("classification", "quarter"): ("train ~100%, test ~0%", "100% / 100%"),
-    ("regression", "uniform"): ("struggles", "near-perfect"),
-    ("regression", "quarter"): ("struggles, worst on quarter", "near-perfect"),
-    ("rendering", "uniform"): ("test IoU <= 0.83", "IoU 1.0"),
-    ("rendering", "quarter"): ("test IoU <= 0.36", "IoU 1.0"),
-}
-# Each claim as thresholds on the task's headline metric (its direction from coordexp.tasks), in one place.
-FITS = {  # the baseline fits its training set (mean over seeds)
-    "classification": 0.95,  # "train up to 100%" (uniform), "train ~100%" (quarter): train accuracy >= 0.95
-    "rendering": 0.9,        # the deconv paints its training squares: train IoU >= 0.9
-    "regression": 2.0,       # "struggles" to generalise, not to fit: train error <= test error / 2
-}
-FAILS = {  # the baseline fails its test set (mean over seeds)
-    ("classification", "uniform"): 0.86,  # "test never above 86%": test accuracy <= 0.86
-    ("classification", "quarter"): 0.05,  # "test ~0%": test accuracy <= 0.05
-    ("rendering", "uniform"): 0.83,       # "test IoU <= 0.83"
-    ("rendering", "quarter"): 0.36,       # "test IoU <= 0.36"
-    ("regression", "uniform"): 0.5,       # "struggles": test error >= 0.5 px, the sub-pixel bar CoordConv meets
-    ("regression", "quarter"): 0.5,       # "struggles, worst on quarter": the same bar
-}
 EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run with the first seed only, to fit the time budget
 # Per budget: the baselines' sweep points (variants of the <task>_conv setting), the seeds, and the paper's own
 # settings run beside them (setting, splits, seeds): "memorise" is the CPU setting run on until it memorises its
@@ -219,13 +197,13 @@ def sweep_dir(out: Path, phase: str, overrides: list[str]) -> Path:
 
 def run_overrides(group: Group) -> tuple[str, ...]:
     """What the reproduction adds to a setting's runs. A CoordConv run (its CPU or its paper setting) ends at its
-    first evaluation that reaches the paper's result (coordexp.tasks' `solved`: the claim is that it gets there;
+    first evaluation that reaches the paper's result (coordexp/claims.yaml: the claim is that it gets there;
     the run up to it is unchanged). The paper's deconv is evaluated every 10 epochs, so that a run cut short and
     continued later still draws its curve. The baselines' settings say themselves when they stop (memorise: once
     they memorise their training set, read on train, never on test); the paper-form variants (one-hot 1, the
     softmax map) run their whole length."""
     if group.model == "coordconv" and group.variant in ("", "paper"):
-        return (f"trainer.target={TASK_CLASSES[group.task].solved}",)
+        return (f"trainer.target={claims.solved(group.task)}",)
     if group.model == "conv" and group.variant == "paper":
         return ("trainer.eval_every=10",)
     return ()
@@ -354,8 +332,8 @@ def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str
     """Whether the paper's row holds here, and why: the baseline fits its training set and fails its test
     set (means over seeds), and CoordConv solves the test set on every seed."""
     ct, cc, kt = conv.mean("train"), conv.mean("test"), coord.values("test")
-    # CoordConv solves the test set, on every seed: the paper's result, the task's `solved` (coordexp.tasks)
-    fit, fail, solve = FITS[task], FAILS[task, split], TASK_CLASSES[task].solved
+    # CoordConv solves the test set, on every seed: the paper's result (coordexp/claims.yaml)
+    fit, fail, solve = claims.fits(task), claims.row(task, split).fails, claims.solved(task)
     if conv.higher_is_better:
         fits, fails = ct >= fit, cc <= fail
         fit_text, fail_text = f"train {ct:.3g} >= {fit:g}", f"test {cc:.3g} <= {fail:g}"
@@ -380,10 +358,10 @@ def verdict(task: str, split: str, conv: Group, coord: Group) -> tuple[bool, str
 
 
 def first_reaching(run: dict, headline: str, task) -> int | None:
-    """The epoch of a run's first evaluation whose test value reaches the paper's result (its task's `solved`)."""
+    """The epoch of a run's first evaluation whose test value reaches the paper's result (coordexp/claims.yaml)."""
     history = run.get("history") or {"epochs": [], "metrics": []}
     return next((epoch for epoch, metrics in zip(history["epochs"], history["metrics"])
-                 if reached(task, {headline: metrics["test"][headline]}, task.solved)), None)
+                 if reached(task, {headline: metrics["test"][headline]}, claims.solved(task.name))), None)
 
 
 def memorise_figure(baselines: dict) -> Figure:
@@ -397,7 +375,8 @@ def memorise_figure(baselines: dict) -> Figure:
             points = [(m["train"][group.headline], m["test"][group.headline]) for m in run["history"]["metrics"]]
             ax.plot(*zip(*points), ".-", color=f"C{colour}", label=f"seed {run.get('seed', colour)}")
             ax.plot(*points[-1], "o", markersize=10, fillstyle="none", color=f"C{colour}")
-        ax.axhline(FAILS[key], linestyle="--", color="gray", label=f"paper's bound {FAILS[key]:g}")
+        bound = claims.row(*key).fails
+        ax.axhline(bound, linestyle="--", color="gray", label=f"paper's bound {bound:g}")
         ax.set(title=f"{key[0]} / {key[1]} ({group.variant or 'recipe'})", xlabel=f"train {group.headline}",
                ylabel=f"test {group.headline}")
         if not group.higher_is_better:
@@ -491,7 +470,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
              "paper says (the paper's bounds, as it states them), and CoordConv solves the test set on every "
              "seed; otherwise it is **contradicted**, and the verdict says which part failed. CoordConv runs stop "
              "at their first evaluation that reaches the paper's result (`trainer.target`: "
-             + ", ".join(f"{task} {TASK_CLASSES[task].solved:g}" for task in dict.fromkeys(t for t, _ in baselines))
+             + ", ".join(f"{task} {claims.solved(task):g}" for task in dict.fromkeys(t for t, _ in baselines))
              + "), so their time is the time to that result. What each run did is under [Every run](#every-run).",
              "", "## The paper's headline table", "",
              "| task | split | paper: conv | measured conv (train / test) | paper: CoordConv | measured CoordConv "
@@ -505,7 +484,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
         times = [statistics.median([r["wall_seconds"] for r in g.runs if r.get("wall_seconds") is not None] or [0])
                  for g in (conv, coord)]
         params = [next((r["params"] for r in g.runs if r.get("params")), "?") for g in (conv, coord)]
-        paper_conv, paper_coord = PAPER[task, split]
+        paper_conv, paper_coord = claims.row(task, split).conv, claims.row(task, split).coordconv
         lines.append(f"| {task} | {split} | {paper_conv} | {conv.summary('train')} / {conv.summary('test')} "
                      f"(`{conv.setting}`) | {paper_coord} | {coord.summary('train')} / "
                      f"{coord.summary('test')} | {params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "

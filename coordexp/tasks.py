@@ -29,7 +29,6 @@ class Task:
     name: str
     headline: str  # the metric shown in the progress bar and the success map
     higher_is_better: bool
-    solved: float  # the paper's CoordConv result as a bound on the headline metric (reached: coordexp.loop.reached)
 
     def __init__(self, cfg: DictConfig, data_cfg: DictConfig):
         self.cfg = cfg
@@ -53,7 +52,6 @@ class Classification(Task):
     """Supervised coordinate classification: (x, y) in, a 64x64 map of logits out, softmax over all pixels."""
 
     name, headline, higher_is_better = "classification", "accuracy", True
-    solved = 1.0  # "100% / 100%": every test example's pixel right
 
     def build(self, centres):
         inputs = coordinate_inputs(centres, self.canvas, self.cfg.input_coords)
@@ -82,7 +80,6 @@ class Regression(Task):
     (task.target=normalized, the paper) or in pixels; MSE or L1 loss on the target's units."""
 
     name, headline, higher_is_better = "regression", "pixel_error", False
-    solved = 0.5  # "near-perfect": under half a pixel, so every position rounds to the right pixel
 
     def build(self, centres):
         sigma = self.data_cfg.get("blur_sigma")  # the sampled mode's; the exhaustive mode has none
@@ -113,7 +110,6 @@ class Rendering(Task):
     """Supervised rendering: (x, y) in, a 64x64 map of logits out that paints the square; per-pixel loss."""
 
     name, headline, higher_is_better = "rendering", "iou", True
-    solved = 0.99  # "IoU 1.0", up to a pixel's edge in a hundred
 
     def build(self, centres):
         inputs = coordinate_inputs(centres, self.canvas, self.cfg.input_coords)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from coordexp import claims
 from coordexp.config import FAMILIES, TASKS, ConfigError
 from coordexp.runtime import resolve_device
 from coordexp.rundir import write_json
@@ -37,7 +38,7 @@ from coordexp.loop import reached, train_step
 from coordexp.pointwise import fused_flop_counts
 from coordexp.precision import cpu_model, describe_cpu, native_bf16, onednn_isa, resolve_precision
 from coordexp.runtime import keep_freed_memory
-from coordexp.tasks import TASK_CLASSES, build_task
+from coordexp.tasks import build_task
 from coordexp.compose import compose_config
 from coordexp.run import build_run, seed_everything, train
 
@@ -167,9 +168,9 @@ def reference_speeds(pairs: list[tuple[str, str]], device: torch.device, quick: 
 
 def time_to_result(task: str, seed: int, device: torch.device) -> dict:
     """Seconds of training (evaluations excluded) until the test headline metric reaches the paper's result (the
-    task's `solved`), looked at after every epoch (whatever the recipe's eval_every) so the result is seen in the
+    claims.solved), looked at after every epoch (whatever the recipe's eval_every) so the result is seen in the
     epoch it is reached."""
-    target = TASK_CLASSES[task].solved
+    target = claims.solved(task)
     cfg = compose_config(f"task={task}", "split=quarter", "model=coordconv", f"seed={seed}", f"device={device.type}",
                          f"trainer.target={target}", "trainer.eval_every=1", "trainer.plots=false",
                          "trainer.progress=false")
@@ -255,9 +256,9 @@ def result_table(tasks: list[str], seeds: int, device: torch.device) -> dict:
         runs = [time_to_result(task, seed, device) for seed in range(seeds)]
         times = [r["train_seconds"] for r in runs]
         n_reached = sum(r["reached"] for r in runs)
-        results[task] = {"target": TASK_CLASSES[task].solved, "runs": runs, "reached": n_reached,
+        results[task] = {"target": claims.solved(task), "runs": runs, "reached": n_reached,
                          "median_train_seconds": statistics.median(times)}
-        print(f"{task:<15}target {TASK_CLASSES[task].solved:<5} reached {n_reached}/{len(runs)}  "
+        print(f"{task:<15}target {claims.solved(task):<5} reached {n_reached}/{len(runs)}  "
               f"median {statistics.median(times):.2f}s  max {max(times):.2f}s  "
               f"({', '.join(f'{t:.2f}' for t in times)}; epochs {', '.join(str(r['epochs']) for r in runs)})")
     return results

@@ -6,7 +6,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from coordexp.reproduce import (BUDGETS, FAILS, SETTINGS_DIR, Group, best, check_settings, curves_figure, first_reaching,
+from coordexp import claims
+from coordexp.reproduce import (BUDGETS, SETTINGS_DIR, Group, best, check_settings, curves_figure, first_reaching,
                                 memorise_figure, paper_figure, paper_settings, plan, products, split_sizes,
                                 run_overrides, setting_axes, verdict, what_it_did)
 from coordexp.compose import compose_config
@@ -230,7 +231,7 @@ def test_memorise_figure_plots_test_against_train_per_seed_with_the_papers_bound
     seeds = [line for line in ax.get_lines() if line.get_label().startswith("seed")]
     assert len(seeds) == 3 and list(seeds[0].get_xdata()) == [0.5, 0.99] and list(seeds[0].get_ydata()) == [0.4, 0.8]
     bound = next(line for line in ax.get_lines() if line.get_label().startswith("paper's bound"))
-    assert list(bound.get_ydata()) == [FAILS["classification", "uniform"]] * 2
+    assert list(bound.get_ydata()) == [claims.row("classification", "uniform").fails] * 2
 
 
 def test_paper_figure_has_a_panel_per_setting_and_draws_runs_cut_short():
