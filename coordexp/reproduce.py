@@ -41,11 +41,13 @@ from coordexp.config import SEED_MAX, SPLITS, TASKS, ConfigError, override_keys
 from coordexp.data import PARTS, data_centres
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
+from coordexp.results import markdown_table, template_sections
 from coordexp.rundir import METRICS_FILE, atomic_write, watch_owner
 from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
 SETTINGS_DIR = Path(CONFIG_DIR) / "setting"
+REPORT_TEMPLATE = Path(__file__).with_name("report.md")  # the report's prose
 EXTRAS = ("mlp", "coordmlp")  # beyond the paper: run with the first seed only, to fit the time budget
 # Per budget: the baselines' sweep points (variants of the <task>_conv setting), the seeds, and the paper's own
 # settings run beside them (setting, splits, seeds): "memorise" is the CPU setting run on until it memorises its
@@ -445,38 +447,12 @@ def split_sizes(split: str, overrides: tuple[str, ...] = ()) -> tuple[int, int]:
 
 def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group], seconds: float, args) -> str:
     """REPORT.md: the paper's table beside the measurements, a verdict per row, the curves, the paper's own
-    settings, the extra models."""
+    settings, the extra models; the prose is coordexp/report.md's, the tables are filled in here."""
+    sections = template_sections(REPORT_TEMPLATE)
     by_name = {g.name: g for g in groups}
-    command = " ".join(["python -m coordexp.reproduce", *args.argv])
-    splits = dict.fromkeys(s for _, s in baselines)
-    sizes = {split: split_sizes(split) for split in splits}
-    lines = ["# coordexp reproduction of Liu et al. (2018), supervised toy tasks", "",
-             f"Measured with `{command}` on {os.cpu_count()} CPU cores ({describe_cpu()}), "
-             f"torch {torch.__version__}, launcher {args.launcher}"
-             + (f" ({args.workers} jobs at a time)" if args.launcher == "joblib" else "")
-             + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))}"
-             + (" (MLP and CoordMLP: the first)" if args.extras else "")
-             + f". **Total wall time {seconds / 60:.1f} min.**", "",
-             "Data: every centre of a 9x9 square on the 64x64 canvas once (3136), split "
-             + "; ".join(f"{split} {train} train / {test} test" for split, (train, test) in sizes.items())
-             + (" (the uniform split is the authors' own random draw, with which the paper's numbers were made)"
-                if "uniform" in sizes else "") + ".", "",
-             "Values are mean +- std over seeds of the final metric: accuracy (classification), pixel error "
-             "(regression, lower is better), IoU (rendering). Each baseline is its CPU recipe run on in the paper's "
-             "memorising regime (configs/setting/<task>_conv_memorise.yaml): until it memorises its training "
-             "set (classification: train accuracy >= 0.99, rendering: train IoU >= 0.99; stopping reads train, "
-             "never test) or its epoch cap, whichever comes first; the regressors train their whole length. "
-             "A row is **reproduced** when the baseline fits its training set and fails its test set as the "
-             "paper says (the paper's bounds, as it states them), and CoordConv solves the test set on every "
-             "seed; otherwise it is **contradicted**, and the verdict says which part failed. CoordConv runs stop "
-             "at their first evaluation that reaches the paper's result (`trainer.target`: "
-             + ", ".join(f"{task} {claims.solved(task):g}" for task in dict.fromkeys(t for t, _ in baselines))
-             + "), so their time is the time to that result. What each run did is under [Every run](#every-run).",
-             "", "## The paper's headline table", "",
-             "| task | split | paper: conv | measured conv (train / test) | paper: CoordConv | measured CoordConv "
-             "(train / test) | params conv / CoordConv | median time conv / CoordConv (s) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    held = 0
+    tasks = list(dict.fromkeys(t for t, _ in baselines))
+    sizes = {split: split_sizes(split) for split in dict.fromkeys(s for _, s in baselines)}
+    rows, held = [], 0
     for (task, split), conv in baselines.items():
         coord = by_name[f"{task}-{split}-coordconv"]
         ok, why = verdict(task, split, conv, coord)
@@ -484,95 +460,118 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
         times = [statistics.median([r["wall_seconds"] for r in g.runs if r.get("wall_seconds") is not None] or [0])
                  for g in (conv, coord)]
         params = [next((r["params"] for r in g.runs if r.get("params")), "?") for g in (conv, coord)]
-        paper_conv, paper_coord = claims.row(task, split).conv, claims.row(task, split).coordconv
-        lines.append(f"| {task} | {split} | {paper_conv} | {conv.summary('train')} / {conv.summary('test')} "
-                     f"(`{conv.setting}`) | {paper_coord} | {coord.summary('train')} / "
-                     f"{coord.summary('test')} | {params[0]} / {params[1]} | {times[0]:.0f} / {times[1]:.0f} | "
-                     f"**{'reproduced' if ok else 'contradicted'}**: {why} |")
-    lines += ["", f"{held} of {len(baselines)} rows reproduced, {len(baselines) - held} contradicted.", "",
-              "![train vs test](REPORT.png)", "",
-              "## The baselines as they memorise", "",
-              "Test against train headline metric at every evaluation of each baseline run (one line per seed, "
-              "the last evaluation ringed), with the paper's bound on test (dashed): does test stay on the paper's "
-              "side of it as train goes to 100%?", "", "![test against train](memorise.png)", "",
-              "## Learning curves", "",
-              "Train (dashed) and test (solid) headline metric against epoch, mean over seeds with their range: "
-              "a baseline that memorises without generalising, next to CoordConv learning what generalises.", ""]
-    lines += [f"![{task} curves](curves-{task}.png)" for task in dict.fromkeys(t for t, _ in baselines)]
+        said = claims.row(task, split)
+        rows.append([task, split, said.conv, f"{conv.summary('train')} / {conv.summary('test')} (`{conv.setting}`)",
+                     said.coordconv, f"{coord.summary('train')} / {coord.summary('test')}",
+                     f"{params[0]} / {params[1]}", f"{times[0]:.0f} / {times[1]:.0f}",
+                     f"**{'reproduced' if ok else 'contradicted'}**: {why}"])
+    text = sections["head"].substitute(
+        command=" ".join(["python -m coordexp.reproduce", *args.argv]),
+        machine=f"{os.cpu_count()} CPU cores ({describe_cpu()}), torch {torch.__version__}, launcher {args.launcher}"
+                + (f" ({args.workers} jobs at a time)" if args.launcher == "joblib" else "")
+                + f", budget `{args.budget}`, seeds {', '.join(map(str, args.seeds))}"
+                + (" (MLP and CoordMLP: the first)" if args.extras else ""),
+        minutes=f"{seconds / 60:.1f}",
+        splits="; ".join(f"{split} {train} train / {test} test" for split, (train, test) in sizes.items())
+               + (" (the uniform split is the authors' own random draw, with which the paper's numbers were made)"
+                  if "uniform" in sizes else ""),
+        solved=", ".join(f"{task} {claims.solved(task):g}" for task in tasks),
+        table=markdown_table(["task", "split", "paper: conv", "measured conv (train / test)", "paper: CoordConv",
+                              "measured CoordConv (train / test)", "params conv / CoordConv",
+                              "median time conv / CoordConv (s)", "verdict"], rows),
+        held=held, rows=len(baselines), contradicted=len(baselines) - held,
+        bounds=bounds_table(baselines),
+        curves="\n".join(f"![{task} curves](curves-{task}.png)" for task in tasks))
     if any(len(points) > 1 for points in sweeps.values()):  # a budget with several baseline points
-        lines += ["", "## The baselines' sweeps", "",
-                  "| task | split | point | seeds | train | test |", "|---|---|---|---|---|---|"]
-        for (task, split), points in sweeps.items():
-            lines += [f"| {task} | {split} | {g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''}"
-                      f" | {len(g.values('test'))} | {g.summary('train')} | {g.summary('test')} |" for g in points]
+        text += sections["sweeps"].substitute(table=markdown_table(
+            ["task", "split", "point", "seeds", "train", "test"],
+            [[task, split, f"{g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''}",
+              len(g.values("test")), g.summary("train"), g.summary("test")]
+             for (task, split), points in sweeps.items() for g in points]))
     if paper:
-        lines += ["", "## The paper's own settings, at their length", "",
-                  "The paper's settings as the authors ran them (configs/setting/*_paper.yaml), not the CPU settings: how "
-                  "many seeds reach the paper's result, and at which evaluation. A run still short of its length "
-                  "(cut off, to be continued by running the same command again) is shown where it got.", "",
-                  "| setting | split | seeds | epochs run (of) | reach the paper's result | first evaluation there "
-                  "(epoch) | train per seed (last evaluation) | test per seed |", "|---|---|---|---|---|---|---|---|"]
-        for g in paper:
-            task = TASK_CLASSES[g.task]
-            ran = ", ".join(f"{r.get('epochs', '?')} ({(r.get('trainer') or {}).get('epochs', '?')})" for r in g.runs)
-            if g.model == "conv":  # a baseline: where it got is the result
-                reach = first = "(a baseline)"
-            else:
-                firsts = [first_reaching(r, g.headline, task) for r in g.runs]
-                reach = f"{sum(e is not None for e in firsts)} of {len(g.runs)}"
-                first = ", ".join(str(e) for e in firsts if e is not None) or "none"
-            last = [r["history"]["metrics"][-1] for r in g.runs if (r.get("history") or {}).get("metrics")]
-            values = [", ".join(f"{m[part][g.headline]:.4g}" for m in last) or "n/a" for part in ("train", "test")]
-            lines.append(f"| {g.setting} | {g.split} | {len(g.runs)} | {ran} | {reach} | {first} | {' | '.join(values)} |")
-        lines += ["", "![the paper's settings](paper.png)"]
+        text += sections["paper"].substitute(table=paper_table(paper))
     extras = [g for g in groups if g.model in EXTRAS]
     if extras:
-        lines += ["", "## Beyond the paper: MLP and CoordMLP", "",
-                  "| task | split | model | params | train | test |", "|---|---|---|---|---|---|"]
-        lines += [f"| {g.task} | {g.split} | {g.model} | {g.runs[0].get('params') or '?'} | "
-                  f"{g.summary('train')} | {g.summary('test')} |" for g in extras]
+        text += sections["extras"].substitute(table=markdown_table(
+            ["task", "split", "model", "params", "train", "test"],
+            [[g.task, g.split, g.model, g.runs[0].get("params") or "?", g.summary("train"), g.summary("test")]
+             for g in extras]))
     regression = [g for g in groups if g.task == "regression" and g.model == "coordconv"]
     if regression:
-        lines += ["", "## The CoordConv regressor: the paper's recipe and the one that works", "",
-                  "The paper's regressor reads its output with a global max-pool and no nonlinearity. With the "
-                  "paper's one-hot input (value 1), at initialisation the coordinate term wins the max at a "
-                  "corner, so the one-hot path gets no gradient and training can stall far from the target. "
-                  "Scaling the one-hot input by 8 (`task.onehot_scale=8`, the recipe's default) lets the hot "
-                  "pixel win the max. Both are kept here:", "",
-                  "| split | one-hot value | test pixel error per seed | mean train / test |", "|---|---|---|---|"]
-        for g in regression:
-            lines.append(f"| {g.split} | {1 if g.variant == 'onehot1' else 8} | "
-                         f"{', '.join(f'{v:.3g}' for v in g.values('test'))} | "
-                         f"{g.summary('train')} / {g.summary('test')} |")
+        text += sections["regression"].substitute(table=markdown_table(
+            ["split", "one-hot value", "test pixel error per seed", "mean train / test"],
+            [[g.split, 1 if g.variant == "onehot1" else 8, ", ".join(f"{v:.3g}" for v in g.values("test")),
+              f"{g.summary('train')} / {g.summary('test')}"] for g in regression]))
     renderer = [g for g in groups if g.task == "rendering" and g.model == "coordconv"]
     if any(g.variant == "softmax" for g in renderer):
-        lines += ["", "## The CoordConv renderer: the paper's centre map and the density", "",
-                  "The renderer paints the square from a softmax over the canvas. The paper feeds that map to the "
-                  "paint convs as it is, 1/4096 per pixel at initialisation: their biases swamp it, units die "
-                  "before the map sharpens, and a run can end painting nothing. coordexp scales the map by the "
-                  "number of pixels (`model.centre_map=density`, the default; the same parameters). Both are "
-                  "kept here (`model.centre_map=softmax` is the paper's):", "",
-                  "| split | centre map | test IoU per seed | mean train / test |", "|---|---|---|---|"]
-        for g in renderer:
-            per_seed = ", ".join(f"{v:.4g}" for v in g.values("test"))
-            lines.append(f"| {g.split} | {g.variant or 'density'} | {per_seed} | "
-                         f"{g.summary('train')} / {g.summary('test')} |")
+        text += sections["renderer"].substitute(table=markdown_table(
+            ["split", "centre map", "test IoU per seed", "mean train / test"],
+            [[g.split, g.variant or "density", ", ".join(f"{v:.4g}" for v in g.values("test")),
+              f"{g.summary('train')} / {g.summary('test')}"] for g in renderer]))
     everything = [*[p for ps in sweeps.values() for p in ps], *groups, *paper]
-    lines += ["", "## Every run", "", "What each run did: how it ended, its seconds of training steps and of its training "
-              "loop (evaluations and checkpoints included), and its final train and test metric.", "",
-              "| run | ended | train s | loop s | train | test |", "|---|---|---|---|---|---|"]
-    for g in everything:
-        for r in g.runs:
-            seconds = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a" for k in ("train_seconds", "wall_seconds")]
-            values = [f"{r[f'{part}_{g.headline}']:.4g}" if f"{part}_{g.headline}" in r else "n/a"
-                      for part in ("train", "test")]
-            lines.append(f"| `{r['job']}` | {what_it_did(r, TASK_CLASSES[g.task])} | {' | '.join(seconds)} "
-                         f"| {' | '.join(values)} |")
+    text += sections["every_run"].substitute(table=markdown_table(
+        ["run", "ended", "train s", "loop s", "train", "test"],
+        [[f"`{r['job']}`", what_it_did(r, TASK_CLASSES[g.task]),
+          *(f"{r[k]:.1f}" if r.get(k) is not None else "n/a" for k in ("train_seconds", "wall_seconds")),
+          *(f"{r[f'{part}_{g.headline}']:.4g}" if f"{part}_{g.headline}" in r else "n/a" for part in ("train", "test"))]
+         for g in everything for r in g.runs]))
     failed = [r for g in everything for r in g.runs if r["status"] != "completed"]
     if failed:
-        lines += ["", "## Runs that did not complete", ""]
-        lines += [f"- `{r['job']}`: {r['status']} {r.get('error') or ''}" for r in failed]
-    return "\n".join(lines) + "\n"
+        text += sections["failed"].substitute(items="\n".join(f"- `{r['job']}`: {r['status']} {r.get('error') or ''}"
+                                                               for r in failed))
+    return text
+
+
+def bounds_table(baselines: dict) -> str:
+    """Each reported row's bounds from coordexp/claims.yaml, in the direction of its task's headline metric."""
+    rows = []
+    for task, split in baselines:
+        higher, fit, fail, solve = (TASK_CLASSES[task].higher_is_better, claims.fits(task), claims.row(task, split).fails,
+                                    claims.solved(task))
+        metric = TASK_CLASSES[task].headline
+        rows.append([task, split, claims.row(task, split).conv,
+                     f"train {metric} >= {fit:g}" if higher else f"train {metric} <= test / {fit:g}",
+                     f"test {metric} {'<=' if higher else '>='} {fail:g}",
+                     f"test {metric} {'>=' if higher else '<'} {solve:g}"])
+    return markdown_table(["task", "split", "the paper: conv", "the baseline fits", "the baseline fails",
+                           "CoordConv solves (every seed)"], rows)
+
+
+def paper_table(paper: list[Group]) -> str:
+    """The paper's own settings: runs, how far each got, how many reached the paper's result and when."""
+    rows = []
+    for g in paper:
+        task = TASK_CLASSES[g.task]
+        ran = ", ".join(f"{r.get('epochs', '?')} ({(r.get('trainer') or {}).get('epochs', '?')})" for r in g.runs)
+        if g.model == "conv":  # a baseline: where it got is the result
+            reach = first = "(a baseline)"
+        else:
+            firsts = [first_reaching(r, g.headline, task) for r in g.runs]
+            reach = f"{sum(e is not None for e in firsts)} of {len(g.runs)}"
+            first = ", ".join(str(e) for e in firsts if e is not None) or "none"
+        last = [r["history"]["metrics"][-1] for r in g.runs if (r.get("history") or {}).get("metrics")]
+        values = [", ".join(f"{m[part][g.headline]:.4g}" for m in last) or "n/a" for part in ("train", "test")]
+        rows.append([g.setting, g.split, len(g.runs), ran, reach, first, *values])
+    return markdown_table(["setting", "split", "seeds", "epochs run (of)", "reach the paper's result",
+                           "first evaluation there (epoch)", "train per seed (last evaluation)", "test per seed"], rows)
+
+
+def write_report(out: Path, groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group], seconds: float,
+                 args) -> None:
+    """Write REPORT.md and its figures into `out`: every figure is drawn before the first file is written."""
+    text = report(groups, baselines, sweeps, paper, seconds, args)
+    # the figures show each setting's own recipe: the paper-form variants (one-hot 1, softmax map) are in the tables
+    rows = [r for g in groups if not g.variant for r in g.runs] + [r for g in baselines.values() for r in g.runs]
+    figures = {"REPORT.png": train_test_figure(rows), "memorise.png": memorise_figure(baselines)}
+    if paper:
+        figures["paper.png"] = paper_figure(paper)
+    for task in dict.fromkeys(t for t, _ in baselines):
+        shown = [g for key, g in baselines.items() if key[0] == task]
+        shown += [g for g in groups if g.task == task and g.model == "coordconv" and not g.variant]
+        figures[f"curves-{task}.png"] = curves_figure(task, shown)
+    atomic_write(out / "REPORT.md", lambda f: f.write(text.encode()))
+    for name, figure in figures.items():
+        save_figure(figure, out / name)
 
 
 def full_grids(out: Path, args) -> int:
@@ -681,18 +680,7 @@ def reproduce(args, parser: argparse.ArgumentParser) -> int:
         return 0
     seconds = time.perf_counter() - start
     paper_groups = [g for i, (g, _) in enumerate(paper) if all(g is not h for h, _ in paper[:i])]
-    text = report(groups, baselines, sweeps, paper_groups, seconds, args)
-    atomic_write(args.out / "REPORT.md", lambda f: f.write(text.encode()))
-    # the figures show each setting's own recipe: the paper-form variants (one-hot 1, softmax map) are in the tables
-    rows = [r for g in groups if not g.variant for r in g.runs] + [r for g in baselines.values() for r in g.runs]
-    save_figure(train_test_figure(rows), args.out / "REPORT.png")
-    save_figure(memorise_figure(baselines), args.out / "memorise.png")
-    if paper_groups:
-        save_figure(paper_figure(paper_groups), args.out / "paper.png")
-    for task in dict.fromkeys(t for t, _ in baselines):
-        shown = [g for key, g in baselines.items() if key[0] == task]
-        shown += [g for g in groups if g.task == task and g.model == "coordconv" and not g.variant]
-        save_figure(curves_figure(task, shown), args.out / f"curves-{task}.png")
+    write_report(args.out, groups, baselines, sweeps, paper_groups, seconds, args)
     print(f"wrote {args.out / 'REPORT.md'} in {seconds / 60:.1f} min", flush=True)
     return 0
 
