@@ -331,6 +331,19 @@ def _check_rules(cfg: DictConfig, overrides: list[str]) -> None:
             raise ConfigError(f"{name}={shown(OmegaConf.select(cfg, name))!r} has no effect with "
                               f"{setting}={shown(OmegaConf.select(cfg, setting))!r}: it applies only with "
                               f"{setting}={value}")
+    unused = next((name for name in unused_model_keys(cfg) if name in keys), None)
+    if unused:
+        raise ConfigError(f"{unused}={shown(OmegaConf.select(cfg, unused))!r} has no effect with task={cfg.task.name} "
+                          f"model={cfg.model.name}: that model does not read it")
+
+
+def unused_model_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """The model keys that the model of cfg's task and family does not read (coordexp.models.build_model)."""
+    regressor = cfg.model.get("regressor")
+    unused = {("classification", "coordconv"): ("fs",), ("regression", "coordconv"): ("mul", "fs"),
+              ("regression", "conv"): ("fs",) + (("padding",) if regressor == "uniform" else ()),
+              ("classification", "conv"): ("regressor",), ("rendering", "conv"): ("regressor",)}
+    return tuple(f"model.{key}" for key in unused.get((cfg.task.name, cfg.model.name), ()))
 
 
 def override_keys(overrides: list[str]) -> list[str]:

@@ -203,3 +203,50 @@ def test_coord_layers_and_coords_are_keys_of_coordconv_only():
         make_cfg("task=regression", "model=conv", "model.coord_layers=all")
     with pytest.raises(ConfigError, match="model.coord_layers='middle' is invalid: valid choices: first, last, all"):
         make_cfg("task=regression", "model=coordconv", "model.coord_layers=middle")
+
+
+# --- a key the model does not read is refused when typed -----------------------------------------------
+
+VARIED = {"mul": 2, "fs": 2, "padding": "symmetric", "regressor": "quarter"}  # each against the default
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "rendering"])
+@pytest.mark.parametrize("family", ["conv", "coordconv"])
+@pytest.mark.parametrize("split", ["uniform", "quarter"])
+def test_the_keys_called_unused_are_exactly_those_that_change_nothing(task, family, split):
+    from coordexp.config import unused_model_keys
+    base = make_cfg(f"task={task}", f"model={family}", f"split={split}")
+    reference = build_fixed(base)
+    for key, value in VARIED.items():
+        if key not in base.model:
+            continue
+        cfg = make_cfg(f"task={task}", f"model={family}", f"split={split}")
+        if cfg.model[key] == value:
+            continue
+        cfg.model[key] = value
+        changed = build_fixed(cfg) != reference
+        assert changed == (f"model.{key}" not in unused_model_keys(cfg)), (key, value)
+
+
+def build_fixed(cfg) -> tuple:
+    """The model's parameter shapes and its output on a fixed input, built from a fixed seed."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.task.name, cfg.data.canvas).eval()
+    canvas = cfg.data.canvas
+    x = torch.rand(2, 1, canvas, canvas) if cfg.task.name == "regression" else torch.rand(2, 2)
+    with torch.no_grad():
+        out = model(x)
+    return tuple(p.shape for p in model.parameters()), round(float(out.double().sum()), 6)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["task=regression", "model=coordconv", "model.mul=2"], "model.mul"),
+    (["task=regression", "model=coordconv", "model.fs=2"], "model.fs"),
+    (["task=classification", "model=coordconv", "model.fs=2"], "model.fs"),
+    (["task=regression", "model=conv", "split=uniform", "model.padding=symmetric"], "model.padding"),
+    (["task=classification", "model=conv", "model.regressor=quarter"], "model.regressor"),
+])
+def test_a_typed_key_the_model_does_not_read_is_refused_by_name(overrides, key):
+    from coordexp.config import ConfigError, check
+    with pytest.raises(ConfigError, match=f"^{key}=.* has no effect with task=.* model=.*: that model does not read it"):
+        check(make_cfg(*overrides), overrides)
