@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Optional
@@ -253,6 +254,21 @@ _store.store(name="schema", node=Config)
 for _group, _options in SCHEMAS.items():
     for _option, _node in _options.items():
         _store.store(group=f"schema/{_group}", name=_option, node=_node)
+
+def missing_keys(config: dict) -> list[str]:
+    """The schema's keys that a saved run config (plain values) lacks: one written by an older coordexp."""
+    def missing(node: dict, schema: type, prefix: str) -> list[str]:
+        found, types = [], typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            value = node.get(f.name, MISSING)
+            if value is MISSING:
+                found.append(prefix + f.name)
+            elif isinstance(value, dict):  # a group's schema is its option's (the name), a section's its type
+                sub = SCHEMAS[f.name].get(value.get("name")) if not prefix and f.name in SCHEMAS else types[f.name]
+                found += missing(value, sub, f"{prefix}{f.name}.") if dataclasses.is_dataclass(sub) else []
+        return found
+    return missing(config, Config, "")
+
 
 # Keys that only mean something alongside another setting: (key, setting key, the value it needs).
 ONLY_WITH = [(key, setting, needed) for setting, needed, keys in (

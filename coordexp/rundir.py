@@ -32,6 +32,8 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from coordexp.config import missing_keys
+
 CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 HYDRA_DIR = ".hydra"         # the run's composed config, its overrides and Hydra's config
@@ -194,7 +196,10 @@ def load_checkpoint(path: Path) -> dict:
                           "it is damaged: start the run afresh in another directory") from None
     if not isinstance(checkpoint, dict) or not {"config", "model", "optimizer", "state", "rng"} <= set(checkpoint):
         raise RunDirError(f"{path} cannot be read: it is not a coordexp checkpoint")
-    with_added_keys(checkpoint["config"])
+    missing = missing_keys(with_added_keys(checkpoint["config"]))
+    if missing:  # a key added since, whose default is not known to give the run's result
+        raise RunDirError(f"{path} was written by an older coordexp: its config has no {', '.join(missing)}, and "
+                          "the current default may not give its result; start the run afresh in another directory")
     return checkpoint
 
 
