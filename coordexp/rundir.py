@@ -287,21 +287,24 @@ def _replaceable(handler) -> bool:
 # The process that started this one (a sweep for its workers, a reproduction for its sweeps): "PID@HOST". Set for
 # its children by every coordexp process; a child on the same host stops when its owner is gone (watch_owner).
 OWNER_ENV = "COORDEXP_OWNER"
-_watching = False
+_watching = (0, "")  # the process whose watcher thread runs, and the owner it watches
 
 
 def watch_owner(look_every: float = 1.0) -> None:
     """Stop this process as SIGTERM would if the coordexp process that started it dies (even by SIGKILL), and
     name this process the owner of the processes it starts. Once per process; not in SLURM jobs, which outlive
-    the process that submitted them by design."""
+    the process that submitted them by design. A fork of a watching process (no thread comes with it) watches
+    the owner its parent watches: a sweep job forked by its worker outlives the worker, not the sweep."""
     global _watching
+    if _watching[0] not in (0, os.getpid()):
+        os.environ[OWNER_ENV] = _watching[1]
     owner = os.environ.get(OWNER_ENV, "")
     os.environ[OWNER_ENV] = f"{os.getpid()}@{socket.gethostname()}"
     pid, _, host = owner.partition("@")
-    if _watching or not pid.isdigit() or int(pid) == os.getpid() or host != socket.gethostname() \
+    if _watching[0] == os.getpid() or not pid.isdigit() or int(pid) == os.getpid() or host != socket.gethostname() \
             or "SLURM_JOB_ID" in os.environ:
         return
-    _watching = True
+    _watching = (os.getpid(), owner)
     threading.Thread(target=_stop_when_gone, args=(int(pid), look_every), daemon=True,
                      name="coordexp-owner").start()
 

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 import hydra
@@ -28,7 +29,7 @@ from coordexp.loop import Diverged
 from coordexp.rundir import (Interrupted, RunDirError, StopRequest, claim_run_dir, job_config, read_metrics,
                              watch_owner, write_hydra_dir)
 from coordexp.run import train
-from coordexp.sweep import failed_job_value, run_sweep_job
+from coordexp.sweep import end_broken_sweep, failed_job_value, run_sweep_job
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,5 @@ if __name__ == "__main__":
     except (HydraException, OmegaConfBaseException) as error:
         print(f"coordexp: error: {composition_error(error, typed_overrides(sys.argv[1:]))}", file=sys.stderr)
         sys.exit(2)
+    except BrokenExecutor as error:  # a sweep's joblib pool lost a worker process: the sweep says what it did
+        sys.exit(end_broken_sweep(error))
