@@ -44,7 +44,8 @@ from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
 from coordexp.rundir import (LOCK, METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
-                             read_metrics, remove_temporary_files, watch_owner, write_json)
+                             is_write_fault, read_metrics, remove_temporary_files, watch_owner, write_fault_line,
+                             write_json)
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG = "sweep.log"  # in the sweep directory: one line per finished job, then the sweep's summary
@@ -348,15 +349,24 @@ def finish_sweep(config: DictConfig, planned: int | None, broken: str | None = N
     sweep = _launched_here()
     signum = sweep.stop.poll() if sweep is not None else 0
     from coordexp.aggregate import aggregate, describe  # a sweep's only, as job_outcome's
-    rows = aggregate(sweep_dir)
-    line = (f"sweep {'stopped' if signum or broken else 'done'}: {describe(rows)}; "
-            f"summary in {sweep_dir / 'summary.md'}")
-    log.info(line)
-    append_line(sweep_dir, line)
+    try:
+        rows = aggregate(sweep_dir)
+        line = (f"sweep {'stopped' if signum or broken else 'done'}: {describe(rows)}; "
+                f"summary in {sweep_dir / 'summary.md'}")
+        log.info(line)
+        append_line(sweep_dir, line)
+    except OSError as error:  # the disk filled or turned read-only: the jobs' files are whole, the summary is not there
+        if not is_write_fault(error):
+            raise
+        rows = None
+        print(f"coordexp: error: {write_fault_line(error, sweep_dir)}; the finished jobs are kept: once there is "
+              f"room, continue the sweep with: {sweep.command if sweep else 'its command'}", file=sys.stderr)
     if sweep is not None:
         sweep.stop.__exit__(None, None, None)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)
         sweep.lock.release()
+    if rows is None:
+        return 1
     if signum:
         print(f"coordexp: sweep stopped by {signal.Signals(signum).name} after {len(rows)} of {planned or '?'} "
               f"jobs ({describe(rows)}); continue it with: {sweep.command}", file=sys.stderr)
@@ -425,8 +435,12 @@ class SweepCallback(Callback):
         if job_return.status == JobStatus.FAILED:  # run_sweep_job records failures: this is a bug, say so
             note = f"status=failed error=an exception escaped the job (see {run_dir / 'train.log'})"
         if note != SKIPPED:
-            log.info(append_progress(sweep_dir, self.planned, job_outcome(run_dir, config.hydra.job.override_dirname,
-                                                                          note)))
+            try:
+                log.info(append_progress(sweep_dir, self.planned,
+                                         job_outcome(run_dir, config.hydra.job.override_dirname, note)))
+            except OSError as error:  # a full or read-only disk: the sweep's end says so
+                if not is_write_fault(error):
+                    raise
         sweep = _launched_here()
         if sweep is not None and sweep.stop.poll():  # jobs run in this process: end here, so no job starts
             sys.exit(finish_sweep(config, self.planned))
