@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from coordexp.data import PARTS
 from coordexp.config import FAMILIES
 from coordexp.plots import save_figure
-from coordexp.rundir import atomic_write
+from coordexp.rundir import RunDirError, atomic_write, check_output_dir, is_write_fault, write_fault_line
 
 MISSING = "missing"  # a job directory (it has .hydra/) without metrics.json: still running, killed or cut short
 UNREADABLE = "unreadable"  # a metrics.json that is not a JSON object with a status: damaged or truncated
@@ -309,7 +309,8 @@ def aggregate(root: str | Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: aggregate DIR [--x KEY --y METRIC]; exit status 2, nothing written, when DIR holds no runs or
-    KEY / METRIC is not one of its swept keys / metrics."""
+    KEY / METRIC is not one of its swept keys / metrics, or DIR cannot take them (coordexp.rundir.check_output_dir);
+    exit status 1, with one line naming the file and the cause, when the disk refuses a write."""
     parser = argparse.ArgumentParser(prog="python -m coordexp.aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep directory or any folder of runs (searched recursively)")
     parser.add_argument("--x", metavar="KEY", help="a swept override key (e.g. optimizer.weight_decay): the x axis")
@@ -327,10 +328,21 @@ def main(argv: list[str] | None = None) -> int:
         if error:
             print(f"coordexp.aggregate: error: {error}", file=sys.stderr)
             return 2
-    rows = aggregate(args.dir)
-    written = ["summary.csv", "summary.md", "summary.png"]
-    if args.x is not None:
-        written += plot_against_swept(args.dir, rows, args.x, args.y)
+    try:
+        check_output_dir(args.dir, "DIR")  # summary.* go there
+    except RunDirError as error:
+        print(f"coordexp.aggregate: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        rows = aggregate(args.dir)
+        written = ["summary.csv", "summary.md", "summary.png"]
+        if args.x is not None:
+            written += plot_against_swept(args.dir, rows, args.x, args.y)
+    except OSError as error:  # the disk filled or turned read-only while writing: each file is whole or absent
+        if not is_write_fault(error):
+            raise
+        print(f"coordexp.aggregate: error: {write_fault_line(error, args.dir)}", file=sys.stderr)
+        return 1
     print(f"{describe(rows)}; wrote {', '.join(written)} in {args.dir}")
     return 0
 

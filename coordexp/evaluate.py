@@ -32,8 +32,8 @@ from coordexp.config import CANVAS_MAX, ConfigError, override_keys
 from coordexp.loop import evaluate
 from coordexp.models import build_model
 from coordexp.plots import save_figure
-from coordexp.rundir import CHECKPOINT, HYDRA_DIR, RunDirError, atomic_write, is_complete, load_checkpoint, \
-    read_metrics
+from coordexp.rundir import CHECKPOINT, HYDRA_DIR, RunDirError, atomic_write, check_output_dir, is_complete, \
+    is_write_fault, load_checkpoint, read_metrics, write_fault_line
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
 from coordexp.run import build_dataset
@@ -220,7 +220,8 @@ def evaluate_canvases(roots: list[Path], canvases: list[int], out: Path, device:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI; exit status 2 on bad input (nothing written)."""
+    """CLI; exit status 2 on bad input or an --out that cannot take the outputs (nothing computed or written), 1 with
+    one line naming the file and the cause when the disk refuses a write."""
     parser = argparse.ArgumentParser(prog="python -m coordexp.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories (searched recursively)")
     parser.add_argument("--canvases", nargs="+", type=int, required=True, help="canvas sizes in pixels")
@@ -236,11 +237,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--canvases {too_big[0]} is invalid: a canvas is an integer in [1, {CANVAS_MAX}]")
         if args.out is None and len(args.dirs) > 1:
             raise ConfigError("--out is needed with several directories: where should canvases.* go?")
+        check_output_dir(args.out or args.dirs[0], "--out")
         rows = evaluate_canvases(args.dirs, list(dict.fromkeys(args.canvases)), args.out or args.dirs[0],
                                  args.device)
     except (ConfigError, RunDirError) as error:
         print(f"coordexp.evaluate: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the disk filled or turned read-only while writing: each file is whole or absent
+        if not is_write_fault(error):
+            raise
+        print(f"coordexp.evaluate: error: {write_fault_line(error, args.out or args.dirs[0])}", file=sys.stderr)
+        return 1
     print(f"{len({row['run'] for row in rows})} runs x {len(args.canvases)} canvases; wrote "
           f"{', '.join(OUTPUTS)} in {args.out or args.dirs[0]}")
     return 0

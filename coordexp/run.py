@@ -41,6 +41,7 @@ def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
     centres, parts = data_centres(cfg.split.name, cfg.data)
     centres = centres.to(device)
     inputs, targets = task.build(centres)
+    task.check_data(centres, inputs, targets)
     parts = {part: idx.to(device) for part, idx in parts.items()}
     return Dataset(centres, inputs, targets, parts["train"], parts["test"], parts.get("valid"))
 
@@ -93,6 +94,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     began = time.perf_counter()
     try:
         task, data, model, optimizer = build_run(cfg, device)
+    except ConfigError:  # settings refused before any work (DegenerateData): as a bad value, nothing recorded
+        raise
     except Exception as error:  # e.g. a value only the optimizer itself rejects: the run still says why
         write_json(run_dir / METRICS_FILE, {**summary, "status": "failed", "error": repr(error)})
         raise

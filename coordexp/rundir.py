@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -54,13 +55,50 @@ class RunDirError(ValueError):
     """A run or sweep directory that cannot be used as asked; the message is meant to be shown as it is."""
 
 
+# --- where outputs go ------------------------------------------------------------------------------------
+
+MIN_FREE_BYTES = 8 * 2**20  # free space an output directory needs before any work: a run's checkpoint, logs and
+                            # plots, or a summary's files, take well under this at the paper's sizes
+WRITE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the disk's, not the program's
+
+
+def check_output_dir(directory: str | os.PathLike, key: str) -> None:
+    """RunDirError, naming `key`, the directory and the cause, unless `directory` is (or can be made) a directory
+    this process can write into, on a file system with MIN_FREE_BYTES free. Creates nothing."""
+    directory = Path(os.path.abspath(directory))
+    existing = next(p for p in (directory, *directory.parents) if p.exists() or p == p.parent)
+    where = f"{key}={str(directory)!r} is invalid"
+    if not existing.is_dir():
+        raise RunDirError(f"{where}: {existing} is a file, not a directory; choose another directory")
+    if not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system refuses root too
+        cause = "read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
+        raise RunDirError(f"{where}: cannot write there ({cause} in {existing}); choose another directory")
+    free = os.statvfs(existing).f_bavail * os.statvfs(existing).f_frsize
+    if free < MIN_FREE_BYTES:
+        raise RunDirError(f"{where}: no space left on device ({free / 2**20:.1f} MiB free in {existing}, under the "
+                          f"{MIN_FREE_BYTES // 2**20} MiB its outputs need); free some or choose another directory")
+
+
+def is_write_fault(error: BaseException) -> bool:
+    """Whether `error` is the disk's refusal of a write (full, read-only, not permitted), not a fault of ours."""
+    return isinstance(error, OSError) and error.errno in WRITE_FAULTS
+
+
+def write_fault_line(error: OSError, where: str | os.PathLike) -> str:
+    """'cannot write PATH: no space left on device', PATH the file `error` names, else `where`."""
+    return f"cannot write {error.filename or where}: {os.strerror(error.errno).lower()}"
+
+
 # --- atomic files ----------------------------------------------------------------------------------------
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call `write` on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -68,9 +106,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if is_write_fault(error):  # disk full, read-only: the file it would have replaced is intact
+            raise _naming(error, path) from None
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """A write fault as an OSError naming the file it was for (not a temporary file, or none)."""
+    return OSError(error.errno, os.strerror(error.errno), str(path)) if is_write_fault(error) else error
 
 
 def _umask() -> int:
@@ -292,21 +337,24 @@ def _replaceable(handler) -> bool:
 # The process that started this one (a sweep for its workers, a reproduction for its sweeps): "PID@HOST". Set for
 # its children by every coordexp process; a child on the same host stops when its owner is gone (watch_owner).
 OWNER_ENV = "COORDEXP_OWNER"
-_watching = False
+_watching = (0, "")  # the process whose watcher thread runs, and the owner it watches
 
 
 def watch_owner(look_every: float = 1.0) -> None:
     """Stop this process as SIGTERM would if the coordexp process that started it dies (even by SIGKILL), and
     name this process the owner of the processes it starts. Once per process; not in SLURM jobs, which outlive
-    the process that submitted them by design."""
+    the process that submitted them by design. A fork of a watching process (no thread comes with it) watches
+    the owner its parent watches: a sweep job forked by its worker outlives the worker, not the sweep."""
     global _watching
+    if _watching[0] not in (0, os.getpid()):
+        os.environ[OWNER_ENV] = _watching[1]
     owner = os.environ.get(OWNER_ENV, "")
     os.environ[OWNER_ENV] = f"{os.getpid()}@{socket.gethostname()}"
     pid, _, host = owner.partition("@")
-    if _watching or not pid.isdigit() or int(pid) == os.getpid() or host != socket.gethostname() \
+    if _watching[0] == os.getpid() or not pid.isdigit() or int(pid) == os.getpid() or host != socket.gethostname() \
             or "SLURM_JOB_ID" in os.environ:
         return
-    _watching = True
+    _watching = (os.getpid(), owner)
     threading.Thread(target=_stop_when_gone, args=(int(pid), look_every), daemon=True,
                      name="coordexp-owner").start()
 
@@ -355,6 +403,7 @@ class DirLock:
     def __init__(self, directory: Path, key: str, create: bool = True):
         self.path = directory / LOCK
         self.lock = FileLock(self.path, timeout=0, thread_local=False)  # released by whichever thread ends the run
+        check_output_dir(directory, key)  # a full disk is said so, before a failed lock could read as a held one
         try:
             if create:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -381,13 +430,20 @@ class DirLock:
 
     def announce(self) -> None:
         """Write who holds the directory into the lock file, for the message of a process it refuses."""
-        self.path.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        try:
+            self.path.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        except OSError as error:
+            self.release()
+            raise RunDirError(write_fault_line(error, self.path)) from None
 
     def release(self) -> None:
         """Let go of the directory (the lock file stays: removing it could let two processes hold it)."""
         if self.lock.is_locked:
-            if self.path.stat().st_size:
-                self.path.write_text("")
+            try:
+                if self.path.stat().st_size:
+                    self.path.write_text("")
+            except OSError:  # a file system turned read-only: the note stays, the lock goes with it
+                pass
             self.lock.release()
 
 

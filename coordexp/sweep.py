@@ -2,7 +2,9 @@
 
 Before any work, every job's config is checked (a bad value refuses the whole sweep with exit status 2) and
 the sweep takes its directory (a second sweep into it is refused, unless it is the same sweep, which
-continues it). Then a progress line per finished job; a job that fails is recorded and the sweep goes on;
+continues it). Then a progress line per finished job; a job that fails is recorded and the sweep goes on (under
+joblib each job runs in a process of its own, coordexp.jobprocess: a killed one is a failed job, and a killed worker
+ends the sweep with its summary);
 SIGINT / SIGTERM stop the sweep (running jobs checkpoint and are recorded interrupted, no new job starts);
 at the end the summary files (`coordexp.aggregate`) and an exit status that says how the sweep ended.
 """
@@ -13,6 +15,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
@@ -35,11 +39,13 @@ from omegaconf import DictConfig, OmegaConf
 from coordexp.compose import check_choices, composition_error, without_hydra
 from coordexp.config import ConfigError, check
 from coordexp.data import selection_part
+from coordexp.jobprocess import run_in_own_process
 from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
-from coordexp.rundir import (METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
-                             remove_temporary_files, watch_owner, write_json)
+from coordexp.rundir import (LOCK, METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
+                             is_write_fault, read_metrics, remove_temporary_files, watch_owner, write_fault_line,
+                             write_json)
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG = "sweep.log"  # in the sweep directory: one line per finished job, then the sweep's summary
@@ -47,6 +53,7 @@ PROGRESS_LOCK = ".sweep.log.lock"  # held while a job counts and appends its lin
 SESSION_STARTS = ("sweep started", "sweep continued")  # a progress log line that begins a session's count
 STOP_FILE = ".stop"         # in the sweep directory while a sweep is stopping: the signal's name
 SKIPPED = "skipped"         # a job that did not start because the sweep was stopping
+JOB_END_WAIT = 60           # seconds a broken sweep waits for a job still writing its checkpoint before its summary
 
 
 # --- the jobs of a sweep, and their check before any work ---------------------------------------------
@@ -158,6 +165,8 @@ class Sweep:
     lock: DirLock
     stop: StopRequest
     command: str  # how to continue it
+    config: DictConfig  # its config, with the hydra node
+    planned: int | None = None  # its jobs, when its sweeper plans them
 
 
 _sweep: Sweep | None = None           # set in the process that launched the sweep
@@ -181,7 +190,7 @@ def claim_sweep_dir(config: DictConfig) -> bool:
     remove_temporary_files(sweep_dir)
     (sweep_dir / STOP_FILE).unlink(missing_ok=True)  # an earlier session's stop does not stop this one
     _sweep = Sweep(os.getpid(), sweep_dir, lock, StopRequest(sweep_dir / STOP_FILE).__enter__(),
-                   continue_command(config))
+                   continue_command(config), config)
     return continued
 
 
@@ -245,6 +254,12 @@ def run_sweep_job(run_dir: Path, sweep_dir: Path, job: Callable[[StopRequest], d
         _notes[run_dir] = SKIPPED
         discard_if_untouched(run_dir)
         return math.nan
+    if sweep is None and _in_joblib_worker():
+        return _job_in_own_process(run_dir, stop, job)
+    return _run_job(run_dir, stop, job)
+
+
+def _run_job(run_dir: Path, stop: StopRequest, job: Callable[[StopRequest], dict]) -> float:
     before = _identity_of(run_dir / METRICS_FILE)
     try:
         metrics = job(stop)
@@ -258,6 +273,26 @@ def run_sweep_job(run_dir: Path, sweep_dir: Path, job: Callable[[StopRequest], d
         log.error("job failed: %r", error, exc_info=error)
         if _identity_of(run_dir / METRICS_FILE) == before:  # failed before train() could record it
             write_json(run_dir / METRICS_FILE, {"status": "failed", "error": repr(error)})
+    return math.nan
+
+
+def _in_joblib_worker() -> bool:
+    return str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default="")).endswith(".JoblibLauncher")
+
+
+def _job_in_own_process(run_dir: Path, stop: StopRequest, job: Callable[[StopRequest], dict]) -> float:
+    """_run_job in a process of its own (coordexp.jobprocess): a job whose process is killed is recorded failed."""
+    before = _identity_of(run_dir / METRICS_FILE)
+    result, ended = run_in_own_process(lambda: (_run_job(run_dir, stop, job), _notes.pop(run_dir, None)), stop)
+    if ended is None:
+        value, note = result
+        if note:
+            _notes[run_dir] = note
+        return value
+    error = f"{ended} before it ended; the same sweep again continues it"
+    log.error("job failed: %s", error)
+    if _identity_of(run_dir / METRICS_FILE) == before:  # it recorded nothing: record why
+        write_json(run_dir / METRICS_FILE, {**(read_metrics(run_dir) or {}), "status": "failed", "error": error})
     return math.nan
 
 
@@ -307,25 +342,39 @@ def job_outcome(run_dir: Path, settings: str, note: str | None = None) -> str:
     return outcome + f" threads={torch.get_num_threads()} -> {run_dir.name}"
 
 
-def finish_sweep(config: DictConfig, planned: int | None) -> int:
+def finish_sweep(config: DictConfig, planned: int | None, broken: str | None = None) -> int:
     """Write the summary, say how the sweep ended, let go of its directory; return the exit status:
-    128 + the signal when it was stopped, 1 when a job did not complete, else 0."""
+    128 + the signal when it was stopped, 1 when a job did not complete or the launcher `broken` (why), else 0."""
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep = _launched_here()
     signum = sweep.stop.poll() if sweep is not None else 0
     from coordexp.aggregate import aggregate, describe  # a sweep's only, as job_outcome's
-    rows = aggregate(sweep_dir)
-    line = f"sweep {'stopped' if signum else 'done'}: {describe(rows)}; summary in {sweep_dir / 'summary.md'}"
-    log.info(line)
-    append_line(sweep_dir, line)
+    try:
+        rows = aggregate(sweep_dir)
+        line = (f"sweep {'stopped' if signum or broken else 'done'}: {describe(rows)}; "
+                f"summary in {sweep_dir / 'summary.md'}")
+        log.info(line)
+        append_line(sweep_dir, line)
+    except OSError as error:  # the disk filled or turned read-only: the jobs' files are whole, the summary is not there
+        if not is_write_fault(error):
+            raise
+        rows = None
+        print(f"coordexp: error: {write_fault_line(error, sweep_dir)}; the finished jobs are kept: once there is "
+              f"room, continue the sweep with: {sweep.command if sweep else 'its command'}", file=sys.stderr)
     if sweep is not None:
         sweep.stop.__exit__(None, None, None)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)
         sweep.lock.release()
+    if rows is None:
+        return 1
     if signum:
         print(f"coordexp: sweep stopped by {signal.Signals(signum).name} after {len(rows)} of {planned or '?'} "
               f"jobs ({describe(rows)}); continue it with: {sweep.command}", file=sys.stderr)
         return 128 + signum
+    if broken:
+        print(f"coordexp: the sweep ended early: {broken}; {describe(rows)}, {(planned or len(rows)) - len(rows)} "
+              f"not started; see {sweep_dir / 'summary.md'}; continue it with: {sweep.command}", file=sys.stderr)
+        return 1
     unfinished = Counter(row["status"] for row in rows if row["status"] != "completed")
     if unfinished:
         print(f"coordexp: {sum(unfinished.values())} of {len(rows)} jobs did not complete "
@@ -333,6 +382,25 @@ def finish_sweep(config: DictConfig, planned: int | None) -> int:
               f"see {sweep_dir / 'summary.md'}", file=sys.stderr)
         return 1
     return 0
+
+
+def end_broken_sweep(error: Exception) -> int:
+    """The end of a sweep whose launcher raised `error`, its pool of worker processes broken (joblib's, when one
+    is killed: it kills the others' jobs too): once no job holds its directory (a killed worker's job stops and
+    records itself), write the summary as finish_sweep does and return its exit status. Raises `error` again
+    in a process that launched no sweep."""
+    sweep = _launched_here()
+    if sweep is None:
+        raise error
+    for job_lock in sweep.directory.glob(f"*/{LOCK}"):
+        try:
+            with FileLock(job_lock, timeout=JOB_END_WAIT, thread_local=False):
+                pass
+        except Timeout:  # not ours to wait for any longer: the summary says what it holds now
+            pass
+    cause = _first_line(error).rstrip(".")
+    codes = re.search(r"exit codes of the workers are (.*)", str(error))
+    return finish_sweep(sweep.config, sweep.planned, f"{cause}{f' (exit codes {codes[1]})' if codes else ''}")
 
 
 class SweepCallback(Callback):
@@ -346,6 +414,7 @@ class SweepCallback(Callback):
             # set before the launcher pickles the callbacks for its worker processes, so every job sees it
             self.planned = check_sweep(config)
             continued = claim_sweep_dir(config)
+            _sweep.planned = self.planned
         except (ConfigError, RunDirError) as error:
             print(f"coordexp: error: {error}", file=sys.stderr)
             sys.exit(2)
@@ -366,8 +435,12 @@ class SweepCallback(Callback):
         if job_return.status == JobStatus.FAILED:  # run_sweep_job records failures: this is a bug, say so
             note = f"status=failed error=an exception escaped the job (see {run_dir / 'train.log'})"
         if note != SKIPPED:
-            log.info(append_progress(sweep_dir, self.planned, job_outcome(run_dir, config.hydra.job.override_dirname,
-                                                                          note)))
+            try:
+                log.info(append_progress(sweep_dir, self.planned,
+                                         job_outcome(run_dir, config.hydra.job.override_dirname, note)))
+            except OSError as error:  # a full or read-only disk: the sweep's end says so
+                if not is_write_fault(error):
+                    raise
         sweep = _launched_here()
         if sweep is not None and sweep.stop.poll():  # jobs run in this process: end here, so no job starts
             sys.exit(finish_sweep(config, self.planned))

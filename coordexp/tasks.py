@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
+from coordexp.config import ConfigError
 from coordexp.data import heatmap_images, onehot_images, square_images
+from coordexp.rundir import as_typed
 
 # every metric any task reports: each run registers them all as HParams columns, so TensorBoard
 # shows the same columns for every run of a sweep that mixes tasks
@@ -23,12 +25,17 @@ def coordinate_inputs(centres: Tensor, canvas: int, mode: str) -> Tensor:
     return centres.float()
 
 
+class DegenerateData(ConfigError):
+    """Settings whose inputs or targets carry no position: not finite, all zero, or the same at every position."""
+
+
 class Task:
     """Base class: a task names its metrics and says which one is the headline."""
 
     name: str
     headline: str  # the metric shown in the progress bar and the success map
     higher_is_better: bool
+    built_from: dict[str, tuple[str, ...]]  # the keys (task.*, data.*) each of "inputs" and "targets" is built from
 
     def __init__(self, cfg: DictConfig, data_cfg: DictConfig):
         self.cfg = cfg
@@ -38,6 +45,26 @@ class Task:
     def build(self, centres: Tensor) -> tuple[Tensor, Tensor]:
         """Model inputs and targets for every centre."""
         raise NotImplementedError
+
+    def check_data(self, centres: Tensor, inputs: Tensor, targets: Tensor) -> None:
+        """DegenerateData, naming the keys they are built from, when the inputs or the targets built for `centres` are
+        not finite, or (the positions differing) all zero or the same for every position: nothing could be learnt
+        from them, and a loss of NaN would read as divergence."""
+        differ = bool((centres != centres[:1]).any())
+        for what, values in (("inputs", inputs), ("targets", targets)):
+            values = values.flatten(1) if values.dim() > 1 else values[:, None]
+            problem = ("not finite (NaN or infinity)" if not bool(values.isfinite().all())
+                       else None if not differ
+                       else "all zero" if not bool(values.any())
+                       else "the same for every position" if bool((values == values[:1]).all()) else None)
+            if problem:
+                settings = ", ".join(f"{key}={as_typed(self._section(key)[key.split('.')[1]])}"
+                                     for key in self.built_from[what] if key.split(".")[1] in self._section(key))
+                raise DegenerateData(f"degenerate data: the {self.name} {what} built with {settings} are {problem}, "
+                                     "so nothing can be learnt from them; choose other values (nothing was trained)")
+
+    def _section(self, key: str) -> DictConfig:
+        return self.cfg if key.startswith("task.") else self.data_cfg
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Scalar training loss of a batch."""
@@ -52,6 +79,7 @@ class Classification(Task):
     """Supervised coordinate classification: (x, y) in, a 64x64 map of logits out, softmax over all pixels."""
 
     name, headline, higher_is_better = "classification", "accuracy", True
+    built_from = {"inputs": ("task.input_coords", "data.canvas"), "targets": ("data.canvas",)}
 
     def build(self, centres):
         inputs = coordinate_inputs(centres, self.canvas, self.cfg.input_coords)
@@ -80,6 +108,7 @@ class Regression(Task):
     (task.target=normalized, the paper) or in pixels; MSE or L1 loss on the target's units."""
 
     name, headline, higher_is_better = "regression", "pixel_error", False
+    built_from = {"inputs": ("data.blur_sigma", "task.onehot_scale"), "targets": ("task.target", "data.canvas")}
 
     def build(self, centres):
         sigma = self.data_cfg.get("blur_sigma")  # the sampled mode's; the exhaustive mode has none
@@ -110,6 +139,7 @@ class Rendering(Task):
     """Supervised rendering: (x, y) in, a 64x64 map of logits out that paints the square; per-pixel loss."""
 
     name, headline, higher_is_better = "rendering", "iou", True
+    built_from = {"inputs": ("task.input_coords", "data.canvas"), "targets": ("data.square_value", "data.square")}
 
     def build(self, centres):
         inputs = coordinate_inputs(centres, self.canvas, self.cfg.input_coords)

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 import hydra
@@ -25,10 +26,10 @@ from coordexp.compose import CONFIG_DIR, composition_error, typed_overrides
 from coordexp.config import ConfigError
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
-from coordexp.rundir import (Interrupted, RunDirError, StopRequest, claim_run_dir, job_config, read_metrics,
-                             watch_owner, write_hydra_dir)
+from coordexp.rundir import (CHECKPOINT, Interrupted, RunDirError, StopRequest, claim_run_dir, is_write_fault,
+                             job_config, read_metrics, watch_owner, write_fault_line, write_hydra_dir)
 from coordexp.run import train
-from coordexp.sweep import failed_job_value, run_sweep_job
+from coordexp.sweep import end_broken_sweep, failed_job_value, run_sweep_job
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,13 @@ def main(cfg: DictConfig) -> float:
         exit_with(error.exit_code, f"{error}; checkpoint saved. Continue with: python -m coordexp.train resume={run_dir}")
     except Diverged as error:
         exit_with(3, f"diverged: {error}")
+    except OSError as error:
+        if not is_write_fault(error):
+            raise
+        kept = (run_dir / CHECKPOINT).exists()
+        exit_with(1, f"error: {write_fault_line(error, run_dir)}; "
+                  + (f"its last checkpoint is kept: continue with python -m coordexp.train resume={run_dir}" if kept
+                     else "no checkpoint was written: the same command starts it again"))
     if stop.caught:
         log.info("%s arrived after training ended: the run was completed first", signal.Signals(stop.caught).name)
     return metrics[selection_part(metrics)][metrics["headline"]]
@@ -90,8 +98,16 @@ if __name__ == "__main__":
     atexit.register(gc.freeze)
     watch_owner()  # a sweep or run started by a reproduction stops when the reproduction is gone
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises what it cannot compose to us, which say it in one line
+    logging.raiseExceptions = False  # a log file on a full disk: the run's own write fault says so, in one line
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
         print(f"coordexp: error: {composition_error(error, typed_overrides(sys.argv[1:]))}", file=sys.stderr)
         sys.exit(2)
+    except BrokenExecutor as error:  # a sweep's joblib pool lost a worker process: the sweep says what it did
+        sys.exit(end_broken_sweep(error))
+    except OSError as error:  # a sweep's disk filled or turned read-only (a single run's says so in main)
+        if not is_write_fault(error):
+            raise
+        print(f"coordexp: error: {write_fault_line(error, Path.cwd())}", file=sys.stderr)
+        sys.exit(1)

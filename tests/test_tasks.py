@@ -1,7 +1,11 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from coordexp.tasks import build_task
+from coordexp.run import build_dataset
+from coordexp.tasks import DegenerateData, build_task
 from conftest import make_cfg
 
 
@@ -101,3 +105,44 @@ def test_every_task_reports_only_registered_metrics_and_its_headline(name):
     outputs = torch.zeros(2, 2) if name == "regression" else torch.zeros(2, 64, 64)
     per = t.per_example(outputs, targets)
     assert set(per) <= set(METRICS) and t.headline in per
+
+
+# settings whose data carries no position: (overrides, the part, what is wrong with it, the keys named)
+DEGENERATE = [
+    (["task=regression", "data=sampled", "data.blur_sigma=1e-30"], "inputs", "not finite", "data.blur_sigma=1e-30"),
+    (["task=regression", "data=sampled", "data.blur_sigma=1e6"], "inputs", "the same for every position",
+     "data.blur_sigma=1000000.0"),
+    (["task=regression", "task.onehot_scale=1e-60"], "inputs", "all zero", "task.onehot_scale=1e-60"),
+    (["task=regression", "task.onehot_scale=1e39"], "inputs", "not finite", "task.onehot_scale=1e+39"),
+    (["task=rendering", "data.square_value=1e-50"], "targets", "all zero", "data.square_value=1e-50"),
+    (["task=rendering", "data=sampled", "data.square_value=1e-46"], "targets", "all zero", "data.square_value=1e-46"),
+]
+
+
+@pytest.mark.parametrize("overrides, part, problem, named", DEGENERATE, ids=[" ".join(c[0][1:]) for c in DEGENERATE])
+def test_degenerate_data_is_its_own_error_naming_the_keys_it_is_built_from(overrides, part, problem, named):
+    cfg = make_cfg(*overrides, "debug=fast")
+    with pytest.raises(DegenerateData) as raised:
+        build_dataset(cfg, build_task(cfg.task, cfg.data), torch.device("cpu"))
+    message = str(raised.value)
+    assert f"the {cfg.task.name} {part} built with" in message and problem in message and named in message
+    assert "\n" not in message and "lr" not in message
+
+
+@pytest.mark.parametrize("overrides", [["task=regression", "data=sampled", "data.blur_sigma=1e-20"],
+                                       ["task=regression", "data=sampled", "data.blur_sigma=1e4"],
+                                       ["task=rendering", "data.square_value=1e-30"], ["task=classification"]])
+def test_data_that_still_tells_positions_apart_is_built(overrides):
+    cfg = make_cfg(*overrides, "debug=fast")
+    build_dataset(cfg, build_task(cfg.task, cfg.data), torch.device("cpu"))
+
+
+def test_a_run_on_degenerate_data_is_refused_in_one_line_not_reported_diverged(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "coordexp.train", "task=regression", "data=sampled",
+                             "data.blur_sigma=1e-30", "debug=fast", "trainer.plots=false", f"hydra.run.dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("coordexp: error: degenerate data: the regression inputs built with "
+                                    "data.blur_sigma=1e-30"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "diverged" not in result.stderr
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoint.pt").exists()
