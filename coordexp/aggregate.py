@@ -7,7 +7,6 @@ per combination of the other swept keys, with its table (METRIC-vs-KEY.png, .md,
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -22,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from coordexp.cli import Parser
 from coordexp.data import PARTS
 from coordexp.config import FAMILIES
 from coordexp.plots import save_figure
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: aggregate DIR [--x KEY --y METRIC]; exit status 2, nothing written, when DIR holds no runs or
     KEY / METRIC is not one of its swept keys / metrics, or DIR cannot take them (coordexp.rundir.check_output_dir);
     exit status 1, with one line naming the file and the cause, when the disk refuses a write."""
-    parser = argparse.ArgumentParser(prog="python -m coordexp.aggregate", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m coordexp.aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep directory or any folder of runs (searched recursively)")
     parser.add_argument("--x", metavar="KEY", help="a swept override key (e.g. optimizer.weight_decay): the x axis")
     parser.add_argument("--y", metavar="METRIC", help="a metric column (e.g. epochs, test_pixel_error): the y axis")

@@ -14,7 +14,6 @@ which run, which model and why in one line, exits with status 2 and writes nothi
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import statistics
@@ -27,6 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from coordexp.cli import Parser
 from coordexp.aggregate import cell, find_jobs, natural_key, read_yaml
 from coordexp.config import CANVAS_MAX, ConfigError, override_keys
 from coordexp.loop import evaluate
@@ -222,7 +222,7 @@ def evaluate_canvases(roots: list[Path], canvases: list[int], out: Path, device:
 def main(argv: list[str] | None = None) -> int:
     """CLI; exit status 2 on bad input or an --out that cannot take the outputs (nothing computed or written), 1 with
     one line naming the file and the cause when the disk refuses a write."""
-    parser = argparse.ArgumentParser(prog="python -m coordexp.evaluate", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m coordexp.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories (searched recursively)")
     parser.add_argument("--canvases", nargs="+", type=int, required=True, help="canvas sizes in pixels")
     parser.add_argument("--out", type=Path, help="where to write canvases.* (default: the one directory given)")

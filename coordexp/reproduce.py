@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from coordexp import claims
+from coordexp.cli import Parser
 from coordexp.aggregate import read_job, read_yaml, train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
 from coordexp.config import SEED_MAX, SPLITS, TASKS, ConfigError, override_keys
@@ -42,7 +43,8 @@ from coordexp.data import PARTS, data_centres
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
 from coordexp.results import markdown_table, template_sections
-from coordexp.rundir import METRICS_FILE, atomic_write, watch_owner
+from coordexp.rundir import (METRICS_FILE, RunDirError, atomic_write, check_output_dir, is_write_fault,
+                             watch_owner, write_fault_line)
 from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
 
@@ -610,7 +612,7 @@ def check_overrides(group: Group, overrides: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordexp.reproduce", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m coordexp.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for every job, e.g. hydra.launcher.partition=NAME")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"), help="where the runs and REPORT.md go")
@@ -640,10 +642,20 @@ def main(argv: list[str] | None = None) -> int:
     bad_seed = next((s for s in args.seeds if not 0 <= s <= SEED_MAX), None)
     if bad_seed is not None:
         parser.error(f"--seeds {bad_seed} is invalid: a seed is an integer in [0, {SEED_MAX}]")
+    if not args.dry_run:
+        try:
+            check_output_dir(args.out, "--out")  # before any work: a directory, writable, with space
+        except RunDirError as error:
+            parser.error(str(error))
     args.multiruns = Multiruns()
     watch_owner()  # this process owns its multiruns: killed, they stop too
     try:
         return full_grids(args.out, args) if args.full else reproduce(args, parser)
+    except OSError as error:
+        if not is_write_fault(error):
+            raise
+        print(f"coordexp.reproduce: error: {write_fault_line(error, args.out)}", file=sys.stderr)
+        return 1
     except Stopped as stopped:
         print(f"coordexp: the reproduction was {stopped}; its finished jobs are kept, and the same command "
               "continues it", file=sys.stderr)

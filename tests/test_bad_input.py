@@ -100,3 +100,20 @@ def test_bad_input_fails_cleanly(results, case_id, overrides, expected):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 15, result.stderr  # short, not a dump
     assert sorted(p.name for p in tmp.iterdir()) == ["file"]  # nothing written
+
+
+@pytest.mark.parametrize("module, args, words", [
+    ("aggregate", [], "the following arguments are required: dir"),
+    ("aggregate", [".", "--x", "seed"], "--x and --y go together"),
+    ("evaluate", ["."], "the following arguments are required: --canvases"),
+    ("evaluate", [".", "--canvases", "abc"], "argument --canvases: invalid int value: 'abc'"),
+    ("reproduce", ["--budget", "huge"], "argument --budget: invalid choice: 'huge'"),
+    ("reproduce", ["--seeds", "-1"], "--seeds -1 is invalid"),
+    ("reproduce", ["--workers", "0"], "--workers=0 is invalid"),
+])
+def test_a_bad_argument_to_every_other_command_is_one_line_and_exit_2(tmp_path, module, args, words):
+    result = subprocess.run([sys.executable, "-m", f"coordexp.{module}", *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"coordexp.{module}: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert words in result.stderr and not list(tmp_path.iterdir())

@@ -79,7 +79,7 @@ def files(point: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("fault", list(CAUSES))
-@pytest.mark.parametrize("command", ["train", "sweep", "evaluate", "aggregate"])
+@pytest.mark.parametrize("command", ["train", "sweep", "evaluate", "aggregate", "reproduce"])
 def test_outputs_on_a_full_or_read_only_disk_are_refused_before_any_work(disk, finished_run, command, fault):
     point = disk()
     if command == "aggregate":  # its outputs go beside the runs it reads
@@ -91,7 +91,9 @@ def test_outputs_on_a_full_or_read_only_disk_are_refused_before_any_work(disk, f
             "sweep": lambda: coordexp("-m", *FAST, "seed=0,1", f"hydra.sweep.dir={target}"),
             "evaluate": lambda: coordexp(str(finished_run), "--canvases", "32", "--out", str(target),
                                          module="coordexp.evaluate"),
-            "aggregate": lambda: coordexp(str(target), module="coordexp.aggregate")}
+            "aggregate": lambda: coordexp(str(target), module="coordexp.aggregate"),
+            "reproduce": lambda: coordexp("--out", str(target), "--smoke", "--tasks", "regression", "--splits", "quarter",
+                                          "--seeds", "0", module="coordexp.reproduce")}
     result = args[command]()
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -75,7 +75,8 @@ def test_a_bad_override_is_one_line_and_exit_2_before_anything_is_written(tmp_pa
     out = subprocess.run([sys.executable, "-m", "coordexp.reproduce", "--out", str(tmp_path / "out"),
                           "trainer.epochs=0"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert out.stderr.splitlines()[-1].endswith("error: trainer.epochs=0 is invalid: must be an integer in [1, 1000000000]")
+    assert out.stderr == ("coordexp.reproduce: error: trainer.epochs=0 is invalid: must be an integer in "
+                          "[1, 1000000000]\n")
     assert not (tmp_path / "out").exists()
 
 
