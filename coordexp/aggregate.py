@@ -7,125 +7,38 @@ per combination of the other swept keys, with its table (METRIC-vs-KEY.png, .md,
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import re
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 from coordexp.cli import Parser
 from coordexp.data import PARTS
 from coordexp.config import FAMILIES
 from coordexp.plots import save_figure
-from coordexp.rundir import RunDirError, atomic_write, check_output_dir, is_write_fault, write_fault_line
+from coordexp.results import (COLUMNS, SUMMARY_FILES, cell, csv_text, describe, find_jobs, markdown_table,
+                              read_rows, read_yaml)
+from coordexp.rundir import (HYDRA_DIR, OVERRIDES_FILE, RunDirError, atomic_write, check_output_dir, is_write_fault,
+                             write_fault_line)
 
-MISSING = "missing"  # a job directory (it has .hydra/) without metrics.json: still running, killed or cut short
-UNREADABLE = "unreadable"  # a metrics.json that is not a JSON object with a status: damaged or truncated
-COLUMNS = ["job", "status", "task", "split", "model", "overrides", "params", "seed", "epochs", "wall_seconds",
-           "headline"]  # then train_<metric>, valid_<metric> (where the data has a valid set), test_<metric>, error
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that puts job 10 after job 9."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
-
-
-def find_jobs(root: Path) -> list[Path]:
-    """Every run directory under `root`, in job order: those with a metrics.json or a .hydra/ folder."""
-    found = {p.parent for p in root.rglob("metrics.json")}
-    found |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
-    return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
-
-
-def read_job(job_dir: Path, root: Path) -> dict:
-    """One summary row: the job's overrides, identity and status, and its final metrics when it has them."""
-    hydra_dir = job_dir / ".hydra"
-    metrics = job_metrics(job_dir / "metrics.json")
-    config = read_yaml(hydra_dir / "config.yaml", None)
-    overrides = read_yaml(hydra_dir / "overrides.yaml", [])
-    overrides = " ".join(map(str, overrides)) if isinstance(overrides, list) else ""
-    row = {"job": job_dir.relative_to(root).as_posix(), "status": metrics["status"], "overrides": overrides}
-    for key in ("task", "split", "model"):  # a job that failed early names them only in its config
-        group = config.get(key) if isinstance(config, dict) else None
-        row[key] = metrics.get(key, group.get("name") if isinstance(group, dict) else None)
-    for key in ("params", "seed", "epochs", "wall_seconds", "headline"):
-        row[key] = metrics.get(key)
-    for part in PARTS:
-        values = metrics.get(part)
-        row.update({f"{part}_{name}": value for name, value in values.items()} if isinstance(values, dict) else {})
-    row["error"] = metrics.get("error")
-    return row
-
-
-def job_metrics(path: Path) -> dict:
-    """A job's metrics.json; {"status": "missing"} when there is none, {"status": "unreadable", "error": why} when
-    it is not a JSON object with a status (truncated by a full disk, edited, another program's)."""
-    if not path.exists():
-        return {"status": MISSING}
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        return {"status": UNREADABLE, "error": f"{path.name}: {type(error).__name__}: {error}"}
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("status"), str):
-        what = "has no status" if isinstance(metrics, dict) else f"is a JSON {type(metrics).__name__}, not an object"
-        return {"status": UNREADABLE, "error": f"{path.name} {what}"}
-    return metrics
-
-
-def read_yaml(path: Path, default):
-    """A YAML file of .hydra/ as plain values; `default` when it is missing or damaged."""
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else default
-    except Exception:  # damaged: the row still shows what metrics.json says
-        return default
-
-
-def describe(rows: list[dict]) -> str:
-    """'4 jobs: 3 completed, 1 failed', completed first."""
-    counts = Counter(row["status"] for row in rows)
-    parts = [f"{counts.pop('completed', 0)} completed"] + [f"{n} {status}" for status, n in sorted(counts.items())]
-    return f"{len(rows)} job{'s' if len(rows) != 1 else ''}: {', '.join(parts)}"
-
-
-def csv_text(rows: list[dict]) -> str:
-    """The rows as CSV: fixed columns, then every metric column that appears, then the error."""
+def summary_csv(rows: list[dict]) -> str:
+    """summary.csv: fixed columns, then every metric column that appears, then the error."""
     metric_columns = list(dict.fromkeys(key for row in rows for key in row if key not in COLUMNS + ["error"]))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, COLUMNS + metric_columns + ["error"], restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    return csv_text(rows, COLUMNS + metric_columns + ["error"])
 
 
-def cell(value) -> str:
-    """A value as a markdown table cell: numbers to 4 significant digits, pipes escaped, blanks for None."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
-
-
-def markdown_text(rows: list[dict], title: str) -> str:
-    """A markdown table of the jobs with the final train, valid (where a job has one) and test headline metric, then
-    why the others ended."""
+def summary_markdown(rows: list[dict], title: str) -> str:
+    """summary.md: the jobs with the final train, valid (where a job has one) and test headline metric, then why the
+    others ended."""
     parts = [part for part in PARTS if part != "valid" or any(f"valid_{row['headline']}" in row for row in rows)]
-    lines = [f"# {title}", "", describe(rows) + ".", "",
-             "| job | overrides | status | params | wall (s) | metric | " + " | ".join(parts) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(parts)]
-    for row in rows:
-        metric = row["headline"]
-        lines.append("| " + " | ".join(cell(v) for v in (
-            row["job"], row["overrides"], row["status"], row["params"], row["wall_seconds"], metric,
-            *(row.get(f"{part}_{metric}") for part in parts))) + " |")
+    table = markdown_table(["job", "overrides", "status", "params", "wall (s)", "metric", *parts],
+                           [[row["job"], row["overrides"], row["status"], row["params"], row["wall_seconds"],
+                             row["headline"], *(row.get(f"{part}_{row['headline']}") for part in parts)]
+                            for row in rows])
+    lines = [f"# {title}", "", describe(rows) + ".", "", table]
     unfinished = [row for row in rows if row["status"] != "completed"]
     if unfinished:
         lines += ["", "## Not completed", ""]
@@ -174,7 +87,7 @@ NOT_METRICS = ("seed",)  # numeric columns that are identities, not results
 
 def job_overrides(job_dir: Path) -> dict[str, str]:
     """A job's overrides as {key: value text} from .hydra/overrides.yaml (a leading + or ++ dropped)."""
-    overrides = read_yaml(job_dir / ".hydra" / "overrides.yaml", [])
+    overrides = read_yaml(job_dir / HYDRA_DIR / OVERRIDES_FILE, [])
     pairs = (str(o).split("=", 1) for o in overrides if "=" in str(o)) if isinstance(overrides, list) else ()
     return {key.lstrip("+"): value for key, value in pairs}
 
@@ -266,12 +179,10 @@ def sweep_figure(table: list[dict], x: str, y: str) -> Figure:
 
 def sweep_markdown(table: list[dict], x: str, y: str, rows: list[dict]) -> str:
     """The table of `sweep_table` in markdown, after a line saying what it holds."""
-    lines = [f"# {y} against {x}", "", f"{describe(rows)}; completed jobs with a value of {y} are averaged over "
-             "seeds (std: sample standard deviation).", "", f"| group | {x} | n | mean | std | min | max |",
-             "|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(cell(point[k]) for k in ("group", x, "n", "mean", "std", "min", "max")) + " |"
-              for point in table]
-    return "\n".join(lines) + "\n"
+    columns = ["group", x, "n", "mean", "std", "min", "max"]
+    return "\n".join([f"# {y} against {x}", "", f"{describe(rows)}; completed jobs with a value of {y} are averaged "
+                      "over seeds (std: sample standard deviation).", "",
+                      markdown_table(columns, [[point[k] for k in columns] for point in table])]) + "\n"
 
 
 def plot_against_swept(root: Path, rows: list[dict], x: str, y: str) -> list[str]:
@@ -280,30 +191,22 @@ def plot_against_swept(root: Path, rows: list[dict], x: str, y: str) -> list[str
     overrides = [job_overrides(root / row["job"]) for row in rows]
     table = sweep_table(rows, overrides, x, y)
     stem = f"{y}-vs-{x}"
-    out = io.StringIO()
-    writer = csv.DictWriter(out, ["group", x, "n", "mean", "std", "min", "max"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(table)
-    csv_data, md_data = out.getvalue().encode(), sweep_markdown(table, x, y, rows).encode()
+    csv_data = csv_text(table, ["group", x, "n", "mean", "std", "min", "max"]).encode()
+    md_data = sweep_markdown(table, x, y, rows).encode()
     atomic_write(root / f"{stem}.csv", lambda f: f.write(csv_data))
     atomic_write(root / f"{stem}.md", lambda f: f.write(md_data))
     save_figure(sweep_figure(table, x, y), root / f"{stem}.png")
     return [f"{stem}.png", f"{stem}.md", f"{stem}.csv"]
 
 
-def read_rows(root: Path) -> list[dict]:
-    """The summary row of every run under `root`, in job order."""
-    return [read_job(job_dir, root) for job_dir in find_jobs(root)]
-
-
 def aggregate(root: str | Path) -> list[dict]:
     """Read every run under `root` and write root/summary.csv, summary.md and summary.png; return the rows."""
     root = Path(root)
     rows = read_rows(root)
-    csv_data, md_data = csv_text(rows).encode(), markdown_text(rows, f"Summary of {root.resolve().name}").encode()
-    atomic_write(root / "summary.csv", lambda f: f.write(csv_data))
-    atomic_write(root / "summary.md", lambda f: f.write(md_data))
-    save_figure(train_test_figure(rows), root / "summary.png")
+    texts = summary_csv(rows), summary_markdown(rows, f"Summary of {root.resolve().name}")
+    for name, text in zip(SUMMARY_FILES, texts):
+        atomic_write(root / name, lambda f, text=text: f.write(text.encode()))
+    save_figure(train_test_figure(rows), root / SUMMARY_FILES[2])
     return rows
 
 
@@ -335,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rows = aggregate(args.dir)
-        written = ["summary.csv", "summary.md", "summary.png"]
+        written = list(SUMMARY_FILES)
         if args.x is not None:
             written += plot_against_swept(args.dir, rows, args.x, args.y)
     except OSError as error:  # the disk filled or turned read-only while writing: each file is whole or absent

@@ -14,8 +14,6 @@ which run, which model and why in one line, exits with status 2 and writes nothi
 """
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 import sys
 from dataclasses import dataclass
@@ -27,12 +25,12 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from coordexp.cli import Parser
-from coordexp.aggregate import cell, find_jobs, natural_key, read_yaml
 from coordexp.config import CANVAS_MAX, ConfigError, override_keys
 from coordexp.loop import evaluate
 from coordexp.models import build_model
 from coordexp.plots import save_figure
-from coordexp.rundir import CHECKPOINT, HYDRA_DIR, RunDirError, atomic_write, check_output_dir, is_complete, \
+from coordexp.results import cell, csv_text, find_jobs, markdown_table, natural_key, read_yaml
+from coordexp.rundir import CHECKPOINT, HYDRA_DIR, OVERRIDES_FILE, RunDirError, atomic_write, check_output_dir, is_complete, \
     is_write_fault, load_checkpoint, read_metrics, write_fault_line
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
@@ -58,7 +56,7 @@ class Run:
     def label(self) -> str:
         """The model as the table and the figure group it: the family plus the overrides that change the
         model or its training (seeds of one setting share a label)."""
-        overrides = read_yaml(self.path / HYDRA_DIR / "overrides.yaml", [])
+        overrides = read_yaml(self.path / HYDRA_DIR / OVERRIDES_FILE, [])
         kept = [o for o, key in zip(map(str, overrides), override_keys(list(map(str, overrides))))
                 if key not in NOT_THE_MODEL and not key.startswith("hydra.")]
         return " ".join([self.config["model"]["name"], *sorted(kept)])
@@ -134,14 +132,6 @@ def evaluate_on(run: Run, canvas: int, device: torch.device, built: dict) -> dic
     return row
 
 
-def csv_text(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def by_model(rows: list[dict]) -> dict[tuple[str, str, str], dict[int, list[float]]]:
     """{(task, split, label): {canvas: the test headline metric of each run}}."""
     grouped: dict[tuple[str, str, str], dict[int, list[float]]] = {}
@@ -165,13 +155,10 @@ def markdown_text(rows: list[dict], canvases: list[int]) -> str:
     grouped = by_model(rows)
     for task, split in sorted({(t, s) for t, s, _ in grouped}):
         metric = next(row["headline"] for row in rows if (row["task"], row["split"]) == (task, split))
-        lines += [f"## {task} / {split}: test {metric}", "",
-                  "| model | runs | " + " | ".join(str(c) for c in canvases) + " |",
-                  "|---|---|" + "---|" * len(canvases)]
-        for (t, s, label), values in grouped.items():
-            if (t, s) == (task, split):
-                lines.append(f"| {cell(label)} | {len(values[canvases[0]])} | "
-                             + " | ".join(mean_spread(values[c]) for c in canvases) + " |")
+        lines += [f"## {task} / {split}: test {metric}", "", markdown_table(
+            ["model", "runs", *map(str, canvases)],
+            [[cell(label), str(len(values[canvases[0]])), *(mean_spread(values[c]) for c in canvases)]
+             for (t, s, label), values in grouped.items() if (t, s) == (task, split)])]
         lines.append("")
     return "\n".join(lines)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shlex
 import signal
@@ -36,14 +35,14 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from coordexp import claims
 from coordexp.cli import Parser
-from coordexp.aggregate import read_job, read_yaml, train_test_figure
+from coordexp.aggregate import train_test_figure
 from coordexp.compose import CONFIG_DIR, compose_config
 from coordexp.config import SEED_MAX, SPLITS, TASKS, ConfigError, override_keys
 from coordexp.data import PARTS, data_centres
 from coordexp.loop import reached, target_part
 from coordexp.plots import save_figure
-from coordexp.results import markdown_table, template_sections
-from coordexp.rundir import (METRICS_FILE, RunDirError, atomic_write, check_output_dir, is_write_fault,
+from coordexp.results import markdown_table, read_job, read_yaml, template_sections
+from coordexp.rundir import (CONFIG_FILE, HYDRA_DIR, RunDirError, read_metrics, atomic_write, check_output_dir, is_write_fault,
                              watch_owner, write_fault_line)
 from coordexp.precision import describe_cpu
 from coordexp.tasks import TASK_CLASSES
@@ -111,14 +110,14 @@ class Group:
 
 
 def read_run(run_dir: Path, out: Path) -> dict:
-    """A run's summary row (coordexp.aggregate's) with its per-evaluation history and training seconds from
-    metrics.json, and its trainer settings from its saved config."""
-    row = read_job(run_dir, out) if run_dir.is_dir() else {"job": run_dir.relative_to(out).as_posix(),
-                                                           "status": "missing", "error": None}
-    metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).exists() else {}
+    """A run's row (coordexp.results') with its per-evaluation history and training seconds from metrics.json, and
+    its trainer settings from its saved config."""
+    metrics = read_metrics(run_dir)
+    row = read_job(run_dir, out, metrics) if run_dir.is_dir() else {"job": run_dir.relative_to(out).as_posix(),
+                                                                    "status": metrics["status"], "error": None}
     row["history"], row["train_seconds"] = metrics.get("history"), metrics.get("train_seconds")
     row["precision"] = metrics.get("precision")  # what trainer.precision resolved to on the machine that ran it
-    config = read_yaml(run_dir / ".hydra" / "config.yaml", None)
+    config = read_yaml(run_dir / HYDRA_DIR / CONFIG_FILE, None)
     row["trainer"] = config.get("trainer") if isinstance(config, dict) else None
     return row
 

@@ -37,7 +37,11 @@ from coordexp.config import missing_keys
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
-HYDRA_DIR = ".hydra"         # the run's composed config, its overrides and Hydra's config
+HYDRA_DIR = ".hydra"         # the run's composed config, its overrides and Hydra's config:
+CONFIG_FILE, OVERRIDES_FILE, HYDRA_FILE = "config.yaml", "overrides.yaml", "hydra.yaml"  # the files in HYDRA_DIR
+LOG_FILE = "train.log"       # Hydra's log of the job (the entry module's name)
+MISSING = "missing"          # the status of a run without metrics.json: still running, killed or cut short
+UNREADABLE = "unreadable"    # the status of a metrics.json that is not a JSON object with a status
 LOCK = ".coordexp.lock"      # locked by the process that holds the directory; it names that process
 TEMPORARY = ".*.tmp"         # what atomic_write leaves behind when it is killed mid-write
 # What a run writes besides its log: a directory holding any of these holds a run.
@@ -508,13 +512,20 @@ def holds_results(run_dir: Path) -> list[str]:
     return sorted({p.name for pattern in RESULTS for p in run_dir.glob(pattern)})
 
 
-def read_metrics(run_dir: Path) -> dict | None:
-    """The run's metrics.json as a dict, or None when it is missing or unreadable."""
+def read_metrics(run_dir: Path) -> dict:
+    """The run's metrics.json; {"status": MISSING} when there is none, {"status": UNREADABLE, "error": why} when it
+    is not a JSON object with a status (truncated by a full disk, edited, another program's)."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return {"status": MISSING}
     try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) else None
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return {"status": UNREADABLE, "error": f"{path.name}: {type(error).__name__}: {error}"}
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("status"), str):
+        what = "has no status" if isinstance(metrics, dict) else f"is a JSON {type(metrics).__name__}, not an object"
+        return {"status": UNREADABLE, "error": f"{path.name} {what}"}
+    return metrics
 
 
 def is_complete(run_dir: Path, metrics: dict | None) -> bool:
@@ -528,7 +539,7 @@ def saved_config(run_dir: Path) -> dict | None:
     if (run_dir / CHECKPOINT).exists():
         return load_checkpoint(run_dir / CHECKPOINT)["config"]
     try:
-        return with_added_keys(OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_DIR / "config.yaml"), resolve=True))
+        return with_added_keys(OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_DIR / CONFIG_FILE), resolve=True))
     except Exception:  # missing or damaged: the run cannot be identified
         return None
 
@@ -560,7 +571,7 @@ def _decide(run_dir: Path, config: dict, key: str) -> tuple[str, str | None]:
     where = f"{key}={str(run_dir)!r} is invalid: it holds"
     if theirs is None:
         raise RunDirError(f"{where} files of a run it cannot identify ({', '.join(found)}; no {CHECKPOINT} or "
-                          f"{HYDRA_DIR}/config.yaml); choose another directory")
+                          f"{HYDRA_DIR}/{CONFIG_FILE}); choose another directory")
     difference = first_difference(theirs, config)
     if difference:
         raise RunDirError(f"{where} another run, whose config differs ({difference}); choose another directory, "
@@ -585,8 +596,8 @@ def _decide(run_dir: Path, config: dict, key: str) -> tuple[str, str | None]:
 
 def write_hydra_dir(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
     """Write .hydra/ as Hydra would (config.yaml, hydra.yaml, overrides.yaml), once the run holds its directory."""
-    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
-             "overrides.yaml": hydra_cfg.overrides.task}
+    files = {CONFIG_FILE: cfg, HYDRA_FILE: OmegaConf.create({"hydra": hydra_cfg}),
+             OVERRIDES_FILE: hydra_cfg.overrides.task}
     for name, node in files.items():
         text = OmegaConf.to_yaml(node).encode()
         atomic_write(run_dir / HYDRA_DIR / name, lambda f: f.write(text))

@@ -43,7 +43,8 @@ from coordexp.jobprocess import run_in_own_process
 from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
-from coordexp.rundir import (LOCK, METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
+from coordexp.results import SUMMARY_FILES, describe, read_job
+from coordexp.rundir import (LOCK, LOG_FILE, METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
                              is_write_fault, read_metrics, remove_temporary_files, watch_owner, write_fault_line,
                              write_json)
 
@@ -329,7 +330,6 @@ def job_outcome(run_dir: Path, settings: str, note: str | None = None) -> str:
     """'classification quarter conv lr=0.01 status=completed test accuracy=0 in 12.3s threads=1 -> RUN_DIR'."""
     if note:
         return f"{settings} {note} -> {run_dir.name}"
-    from coordexp.aggregate import read_job  # a sweep's only: matplotlib loads with it, which a single run skips
     row = read_job(run_dir, run_dir)
     outcome = " ".join(filter(None, (row["task"], row["split"], row["model"], settings, f"status={row['status']}")))
     if row["status"] == "completed":
@@ -348,11 +348,11 @@ def finish_sweep(config: DictConfig, planned: int | None, broken: str | None = N
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep = _launched_here()
     signum = sweep.stop.poll() if sweep is not None else 0
-    from coordexp.aggregate import aggregate, describe  # a sweep's only, as job_outcome's
+    from coordexp.aggregate import aggregate  # a sweep's only: matplotlib loads with it, which a single run skips
     try:
         rows = aggregate(sweep_dir)
         line = (f"sweep {'stopped' if signum or broken else 'done'}: {describe(rows)}; "
-                f"summary in {sweep_dir / 'summary.md'}")
+                f"summary in {sweep_dir / SUMMARY_FILES[1]}")
         log.info(line)
         append_line(sweep_dir, line)
     except OSError as error:  # the disk filled or turned read-only: the jobs' files are whole, the summary is not there
@@ -373,13 +373,13 @@ def finish_sweep(config: DictConfig, planned: int | None, broken: str | None = N
         return 128 + signum
     if broken:
         print(f"coordexp: the sweep ended early: {broken}; {describe(rows)}, {(planned or len(rows)) - len(rows)} "
-              f"not started; see {sweep_dir / 'summary.md'}; continue it with: {sweep.command}", file=sys.stderr)
+              f"not started; see {sweep_dir / SUMMARY_FILES[1]}; continue it with: {sweep.command}", file=sys.stderr)
         return 1
     unfinished = Counter(row["status"] for row in rows if row["status"] != "completed")
     if unfinished:
         print(f"coordexp: {sum(unfinished.values())} of {len(rows)} jobs did not complete "
               f"({', '.join(f'{n} {status}' for status, n in sorted(unfinished.items()))}); "
-              f"see {sweep_dir / 'summary.md'}", file=sys.stderr)
+              f"see {sweep_dir / SUMMARY_FILES[1]}", file=sys.stderr)
         return 1
     return 0
 
@@ -433,7 +433,7 @@ class SweepCallback(Callback):
         run_dir, sweep_dir = Path(config.hydra.runtime.output_dir), Path(config.hydra.sweep.dir)
         note = _notes.pop(run_dir, None)
         if job_return.status == JobStatus.FAILED:  # run_sweep_job records failures: this is a bug, say so
-            note = f"status=failed error=an exception escaped the job (see {run_dir / 'train.log'})"
+            note = f"status=failed error=an exception escaped the job (see {run_dir / LOG_FILE})"
         if note != SKIPPED:
             try:
                 log.info(append_progress(sweep_dir, self.planned,

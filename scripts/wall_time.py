@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordexp.rundir import write_json
+from coordexp.rundir import METRICS_FILE, write_json
 
 DEFAULT = ["task=classification", "split=quarter", "model=coordconv"]
 PHASES = ("startup", "setup", "train", "evaluate_log_checkpoint", "plots", "exit")
@@ -33,8 +33,8 @@ def one_run(overrides: list[str]) -> dict[str, float]:
         subprocess.run([sys.executable, "-m", "coordexp.train", *overrides, f"hydra.run.dir={run_dir}",
                         "trainer.progress=false"], check=True, capture_output=True)
         ended = time.time()
-        written = os.stat(run_dir / "metrics.json").st_mtime  # the run's last write: its session ends there
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        written = os.stat(run_dir / METRICS_FILE).st_mtime  # the run's last write: its session ends there
+        metrics = json.loads((run_dir / METRICS_FILE).read_text())
     session = metrics["session_seconds"]
     row = {"wall": ended - began, "startup": written - session["total"] - began, "exit": ended - written}
     row.update({k: session[k] for k in PHASES if k in session})

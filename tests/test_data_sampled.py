@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from coordexp import run as run_module
-from coordexp.aggregate import markdown_text, read_job
+from coordexp.aggregate import summary_markdown
+from coordexp.results import read_job
 from coordexp.config import Exhaustive, Sampled
 from coordexp.data import data_centres, heatmap_images, onehot_images, quarter_test_mask, sampled_centres
 from coordexp.reproduce import Group, best
@@ -121,9 +122,9 @@ def test_a_run_reports_valid_beside_test(tmp_path):
     assert "valid" in written["history"]["metrics"][-1] and metrics["valid"] == written["valid"]
     row = read_job(tmp_path, tmp_path.parent)
     assert row["valid_pixel_error"] == written["valid"]["pixel_error"]
-    table = markdown_text([{**row, "status": "completed"}], "sweep")
+    table = summary_markdown([{**row, "status": "completed"}], "sweep")
     assert "| train | valid | test |" in table
-    assert "| train | test |" in markdown_text([{k: v for k, v in row.items() if not k.startswith("valid")}], "s")
+    assert "| train | test |" in summary_markdown([{k: v for k, v in row.items() if not k.startswith("valid")}], "s")
 
 
 def test_target_stopping_uses_valid_not_test(tmp_path, monkeypatch):
