@@ -12,6 +12,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.experimental.callback import Callback
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -161,6 +162,28 @@ def _allowed(schema: Any, full_key: str, message: str) -> str:
     if found is not None and found.type in ("bool", bool):
         return "must be true or false"
     return message
+
+
+def quoted_values(argv: list[str]) -> list[str]:
+    """The command line with each `key=value` whose value Hydra's override grammar cannot read (a path with a
+    zero-width space, a letter outside its lexer) quoted, so that the value is the text as typed; every other word
+    as it is. A legal path is never refused as unparsable."""
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and not arg.startswith("-") and value and value[0] not in "'\"":
+            try:
+                parser.parse_override(arg)
+            except (OverrideParseException, HydraException):
+                quoted = "{}='{}'".format(key, value.replace("\\", "\\\\").replace("'", "\\'"))
+                try:
+                    if parser.parse_override(quoted).value() == value:
+                        arg = quoted
+                except (OverrideParseException, HydraException):
+                    pass
+        out.append(arg)
+    return out
 
 
 def typed_overrides(argv: list[str]) -> list[str]:

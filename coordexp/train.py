@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from coordexp.compose import CONFIG_DIR, composition_error, typed_overrides
+from coordexp.compose import CONFIG_DIR, composition_error, quoted_values, typed_overrides
 from coordexp.config import ConfigError
 from coordexp.data import selection_part
 from coordexp.loop import Diverged
@@ -99,6 +99,7 @@ if __name__ == "__main__":
     watch_owner()  # a sweep or run started by a reproduction stops when the reproduction is gone
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises what it cannot compose to us, which say it in one line
     logging.raiseExceptions = False  # a log file on a full disk: the run's own write fault says so, in one line
+    sys.argv[1:] = quoted_values(sys.argv[1:])  # a path Hydra's grammar cannot read is taken as typed
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:

@@ -117,3 +117,13 @@ def test_a_bad_argument_to_every_other_command_is_one_line_and_exit_2(tmp_path, 
     assert result.returncode == 2
     assert result.stderr.startswith(f"coordexp.{module}: error: ") and result.stderr.count("\n") == 1, result.stderr
     assert words in result.stderr and not list(tmp_path.iterdir())
+
+
+@pytest.mark.steps
+@pytest.mark.parametrize("name", ["zero\u200bwidth", "é,accent", "it's", "sp ace"])
+def test_a_legal_path_outside_hydras_grammar_is_taken_as_typed(tmp_path, name):
+    run_dir = tmp_path / name
+    result = subprocess.run([sys.executable, "-m", "coordexp.train", "debug=fast", "trainer.plots=false",
+                             f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "metrics.json").is_file() and [p.name for p in tmp_path.iterdir()] == [name]
