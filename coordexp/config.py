@@ -163,7 +163,7 @@ class MLP(Model):
 @dataclass
 class OptimizerArgs:
     """Types and ranges of the optimizer arguments; which keys an optimizer takes is its class's signature (checked
-    after composition: `~optimizer.betas` drops a recipe's Adam betas for SGD)."""
+    after composition: `~optimizer.betas` drops a setting's Adam betas for SGD)."""
     _target_: str = key()
     lr: float = key(bounded(0, low_open=True))
     weight_decay: float = key(bounded(0))

@@ -380,7 +380,7 @@ def memorise_figure(baselines: dict) -> Figure:
             ax.plot(*points[-1], "o", markersize=10, fillstyle="none", color=f"C{colour}")
         bound = claims.row(*key).fails
         ax.axhline(bound, linestyle="--", color="gray", label=f"paper's bound {bound:g}")
-        ax.set(title=f"{key[0]} / {key[1]} ({group.variant or 'recipe'})", xlabel=f"train {group.headline}",
+        ax.set(title=f"{key[0]} / {key[1]} ({group.variant or 'CPU setting'})", xlabel=f"train {group.headline}",
                ylabel=f"test {group.headline}")
         if not group.higher_is_better:
             ax.set(xscale="log", yscale="log")
@@ -486,7 +486,7 @@ def report(groups: list[Group], baselines: dict, sweeps: dict, paper: list[Group
     if any(len(points) > 1 for points in sweeps.values()):  # a budget with several baseline points
         text += sections["sweeps"].substitute(table=markdown_table(
             ["task", "split", "point", "seeds", "train", "test"],
-            [[task, split, f"{g.variant or 'recipe'}{' (chosen)' if g is baselines[task, split] else ''}",
+            [[task, split, f"{g.variant or 'CPU setting'}{' (chosen)' if g is baselines[task, split] else ''}",
               len(g.values("test")), g.summary("train"), g.summary("test")]
              for (task, split), points in sweeps.items() for g in points]))
     if paper:
@@ -561,7 +561,7 @@ def write_report(out: Path, groups: list[Group], baselines: dict, sweeps: dict, 
                  args) -> None:
     """Write REPORT.md and its figures into `out`: every figure is drawn before the first file is written."""
     text = report(groups, baselines, sweeps, paper, seconds, args)
-    # the figures show each setting's own recipe: the paper-form variants (one-hot 1, softmax map) are in the tables
+    # the figures show the CPU settings and the chosen baselines: the paper-form variants (one-hot 1, softmax map) are in the tables
     rows = [r for g in groups if not g.variant for r in g.runs] + [r for g in baselines.values() for r in g.runs]
     figures = {"REPORT.png": train_test_figure(rows), "memorise.png": memorise_figure(baselines)}
     if paper:
@@ -616,8 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Hydra overrides for every job, e.g. hydra.launcher.partition=NAME")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"), help="where the runs and REPORT.md go")
     parser.add_argument("--budget", choices=list(BUDGETS), default="cpu",
-                        help="cpu: the CPU recipes, 3 seeds (under 30 min on 2 cores); paper: the baselines at the "
-                             "paper's length (1000 epochs), 10 seeds (a cluster's work)")
+                        help="cpu: the CPU settings, 3 seeds (about 80 min on 2 cores); paper: those, then the paper's own "
+                             "settings at their length (CoordConv classification, 5 seeds; the deconv, 1000 epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds of every setting (default: the budget's)")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="joblib",
                         help="Hydra's launcher for the jobs (default joblib: --workers local jobs at a time)")
