@@ -693,6 +693,12 @@ def reproduce(args, parser: argparse.ArgumentParser) -> int:
     paper_groups = [g for i, (g, _) in enumerate(paper) if all(g is not h for h, _ in paper[:i])]
     write_report(args.out, groups, baselines, sweeps, paper_groups, seconds, args)
     print(f"wrote {args.out / 'REPORT.md'} in {seconds / 60:.1f} min", flush=True)
+    runs = [r for g in [*[p for ps in sweeps.values() for p in ps], *groups, *paper_groups] for r in g.runs]
+    unfinished = [r["job"] for r in runs if r["status"] != "completed"]
+    if unfinished:  # the report lists them; the same command again completes them
+        print(f"coordexp.reproduce: {len(unfinished)} of {len(runs)} runs did not complete ({', '.join(unfinished)}); "
+              "see REPORT.md, and run the same command again to complete them", file=sys.stderr)
+        return 1
     return 0
 
 

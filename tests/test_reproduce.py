@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -292,3 +293,21 @@ def test_reproduce_refuses_a_number_it_cannot_honour_before_any_work(tmp_path, f
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.splitlines()[-1].endswith(words), out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_job_that_did_not_complete_makes_the_reproduction_exit_1_and_the_same_command_completes_it(tmp_path):
+    args = [sys.executable, "-m", "coordexp.reproduce", "--smoke", "--tasks", "regression", "--splits", "quarter",
+            "--seeds", "0", "--out", str(tmp_path / "out")]
+    dry = subprocess.run(args + ["--dry-run"], capture_output=True, text=True, timeout=120)
+    sweep = next(w.split("=", 1)[1] for w in dry.stdout.split() if w.startswith("hydra.sweep.dir="))
+    job = Path(sweep) / "regression_conv_memorise" / "quarter" / "seed0"
+    job.mkdir(parents=True)
+    (job / "metrics.json").write_text("{}")  # a run the job cannot identify: its directory is refused
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 1, first.stderr
+    assert "1 of 3 runs did not complete" in first.stderr.splitlines()[-1]
+    assert "## Runs that did not complete" in (tmp_path / "out" / "REPORT.md").read_text()
+    (job / "metrics.json").unlink()
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "## Runs that did not complete" not in (tmp_path / "out" / "REPORT.md").read_text()
