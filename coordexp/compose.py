@@ -198,8 +198,11 @@ def check_run(config: DictConfig) -> None:
     overrides = list(config.hydra.overrides.task)
     _check_group_choices(overrides)
     check_choices(config.hydra.runtime.choices)
-    check(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), overrides)
+    job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    check(job, overrides)
     if config.resume is None:
+        from coordexp.run import probe_data  # the task and data modules: needed by a run anyway
+        probe_data(job)
         check_writable(config.hydra.run.dir)
 
 

@@ -46,6 +46,15 @@ def build_dataset(cfg: DictConfig, task, device: torch.device) -> Dataset:
     return Dataset(centres, inputs, targets, parts["train"], parts["test"], parts.get("valid"))
 
 
+def probe_data(cfg: DictConfig) -> None:
+    """DegenerateData (a ConfigError) before any work when the data `cfg` would build is degenerate: the task's
+    inputs and targets built for a few of its positions, checked as build_dataset checks them all."""
+    centres, _ = data_centres(cfg.split.name, cfg.data)
+    few = centres[torch.linspace(0, len(centres) - 1, 4).long()]
+    task = build_task(cfg.task, cfg.data)
+    task.check_data(few, *task.build(few))
+
+
 def write_plots(task, data: Dataset, model: nn.Module, evaluation: Evaluation, cfg: DictConfig, run_dir: Path,
                 runlog: RunLog, step: int) -> list[str]:
     """Write plots/*.png (the results, then the looks inside the model) and log them to TensorBoard; return the

@@ -44,6 +44,7 @@ from coordexp.loop import Diverged
 from coordexp.runtime import resolve_device
 from coordexp.tasks import build_task
 from coordexp.results import SUMMARY_FILES, describe, read_job
+from coordexp.run import probe_data
 from coordexp.rundir import (LOCK, LOG_FILE, METRICS_FILE, DirLock, Interrupted, RunDirError, StopRequest, discard_if_untouched,
                              is_write_fault, read_metrics, remove_temporary_files, watch_owner, write_fault_line,
                              write_json)
@@ -98,7 +99,7 @@ def check_sweep(config: DictConfig) -> int | None:
     jobs = sweep_jobs(config)
     if jobs is None:
         return None
-    parser, bases, options = _parser(), {}, GroupOptions()
+    parser, bases, options, probed = _parser(), {}, GroupOptions(), set()
     for number, job in enumerate(jobs, 1):
         try:
             overrides = parser.parse_overrides(job)
@@ -116,6 +117,10 @@ def check_sweep(config: DictConfig) -> int | None:
                 raise ConfigError(f"resume={cfg.resume!r} is invalid with -m: a sweep is continued by running its "
                                   "own command again with its hydra.sweep.dir")
             check(cfg, job)
+            data = repr([cfg[key] for key in ("task", "split", "data")])
+            if data not in probed:  # the data a job would build, probed once per distinct data config
+                probe_data(cfg)
+                probed.add(data)
         except ConfigError as error:
             raise ConfigError(f"{error} (sweep job {number} of {len(jobs)}: {' '.join(job)}); nothing was run") from None
     return len(jobs)

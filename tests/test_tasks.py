@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from coordexp.run import build_dataset
+from coordexp.run import build_dataset, probe_data
 from coordexp.tasks import DegenerateData, build_task
 from conftest import make_cfg
 
@@ -127,6 +127,8 @@ def test_degenerate_data_is_its_own_error_naming_the_keys_it_is_built_from(overr
     message = str(raised.value)
     assert f"the {cfg.task.name} {part} built with" in message and problem in message and named in message
     assert "\n" not in message and "lr" not in message
+    with pytest.raises(DegenerateData, match=problem):  # found before any work, from a few of its positions
+        probe_data(cfg)
 
 
 @pytest.mark.parametrize("overrides", [["task=regression", "data=sampled", "data.blur_sigma=1e-20"],
@@ -137,12 +139,15 @@ def test_data_that_still_tells_positions_apart_is_built(overrides):
     build_dataset(cfg, build_task(cfg.task, cfg.data), torch.device("cpu"))
 
 
-def test_a_run_on_degenerate_data_is_refused_in_one_line_not_reported_diverged(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "coordexp.train", "task=regression", "data=sampled",
-                             "data.blur_sigma=1e-30", "debug=fast", "trainer.plots=false", f"hydra.run.dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_run_or_sweep_on_degenerate_data_is_refused_in_one_line_before_any_work(tmp_path, sweep):
+    out = tmp_path / "out"
+    blur = "data.blur_sigma=1,1e-30" if sweep else "data.blur_sigma=1e-30"
+    result = subprocess.run([sys.executable, "-m", "coordexp.train", *(["-m"] if sweep else []), "task=regression",
+                             "data=sampled", blur, "debug=fast", "trainer.plots=false", f"hydra.run.dir={out}",
+                             f"hydra.sweep.dir={out}"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("coordexp: error: degenerate data: the regression inputs built with "
                                     "data.blur_sigma=1e-30"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "diverged" not in result.stderr
-    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoint.pt").exists()
+    assert not out.exists()  # nothing written: the whole sweep is refused, its good job too
