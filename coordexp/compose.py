@@ -166,13 +166,14 @@ def _allowed(schema: Any, full_key: str, message: str) -> str:
 
 def quoted_values(argv: list[str]) -> list[str]:
     """The command line with each `key=value` whose value Hydra's override grammar cannot read (a path with a
-    zero-width space, a letter outside its lexer) quoted, so that the value is the text as typed; every other word
-    as it is. A legal path is never refused as unparsable."""
+    zero-width space, a letter outside its lexer, a quote) quoted, so that the value is the text as typed; every
+    other word as it is. A legal path is never refused as unparsable; a value with Hydra's structure (a list, a
+    dict, a sweep function: brackets, braces, parentheses) is Hydra's to read, and to refuse."""
     parser = OverridesParser.create()
     out = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if eq and not arg.startswith("-") and value and value[0] not in "'\"":
+        if eq and not arg.startswith("-") and value and value[0] not in "'\"" and not set(value) & set("[]{}()"):
             try:
                 parser.parse_override(arg)
             except (OverrideParseException, HydraException):

@@ -157,10 +157,10 @@ def products(jobs: list[tuple[str, str, int]]) -> list[tuple[list[str], list[str
     return [(settings, list(splits), list(seeds)) for (splits, seeds), settings in grouped.items()]
 
 
-def setting_axes(settings: list[str]) -> list[list[str]]:
-    """The sweep axes that run exactly these settings, one list per multirun. A named setting sets its own task and
-    model (`setting=a,b`); a pair's CPU setting is the one the pair picks (`task=... model=...`: Hydra cannot
-    let it pick its own pair), so those are swept as products tasks x models."""
+def setting_axes(settings: list[str]) -> list[tuple[list[str], list[str]]]:
+    """The sweep axes that run exactly these settings: (the settings, their axes) per multirun. A named setting sets
+    its own task and model (`setting=a,b`); a pair's CPU setting is the one the pair picks (`task=... model=...`:
+    Hydra cannot let it pick its own pair), so those are swept as products tasks x models."""
     named = [s for s in settings if s.count("_") > 1]
     tasks_of: dict[str, list[str]] = defaultdict(list)  # model -> the tasks of its CPU settings
     for setting in (s for s in settings if s.count("_") == 1):
@@ -169,8 +169,9 @@ def setting_axes(settings: list[str]) -> list[list[str]]:
     models_of: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for model, tasks in tasks_of.items():
         models_of[tuple(tasks)].append(model)
-    return ([[f"setting={','.join(named)}"]] if named else []) + [
-        [f"task={','.join(tasks)}", f"model={','.join(models)}"] for tasks, models in models_of.items()]
+    return ([(named, [f"setting={','.join(named)}"])] if named else []) + [
+        ([f"{t}_{m}" for t in tasks for m in models], [f"task={','.join(tasks)}", f"model={','.join(models)}"])
+        for tasks, models in models_of.items()]
 
 
 def launcher_overrides(launcher: str, workers: int) -> list[str]:
@@ -256,10 +257,10 @@ def launch(out: Path, phase: str, jobs: list[tuple[Group, int]], args) -> None:
     for group, seed in jobs:
         by_overrides[run_overrides(group)].append((group.setting, group.split, seed))
     # one multirun per split: the uniform split's jobs take the authors' draw (job_overrides)
-    multiruns = [(settings, axes, [split], seeds, list(extra)) for extra, triples in by_overrides.items()
+    multiruns = [(swept, axes, [split], seeds, list(extra)) for extra, triples in by_overrides.items()
                  for settings, splits, seeds in products(triples) for split in splits
-                 for axes in setting_axes(settings)]
-    for settings, axes, splits, seeds, extra in multiruns:
+                 for swept, axes in setting_axes(settings)]
+    for settings, axes, splits, seeds, extra in multiruns:  # settings: those this multirun's axes sweep
         overrides = job_overrides(axes, splits, seeds, args) + extra
         directory = sweep_dir(out, phase, overrides)
         where.update({(k, s, seed): directory / k / s / f"seed{seed}"
@@ -603,7 +604,7 @@ def check_settings(groups: list[Group], sweeps: dict) -> str | None:
 def check_overrides(group: Group, overrides: list[str]) -> str | None:
     """What is wrong with the user's overrides on a planned job, or None; hydra.* keys are the launcher's to check."""
     try:
-        compose_config(*setting_axes([group.setting])[0], f"split={group.split}",
+        compose_config(*setting_axes([group.setting])[0][1], f"split={group.split}",
                        *[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
     except ConfigError as error:
         return str(error)

@@ -105,21 +105,23 @@ def test_every_planned_setting_composes_to_its_task_and_model(budget):
                *[g for g, _ in paper_settings(["classification", "regression", "rendering"], ["uniform", "quarter"],
                                                budget)]]
     for g in planned:
-        (axes,) = setting_axes([g.setting])  # how its multirun picks it
+        [(_, axes)] = setting_axes([g.setting])  # how its multirun picks it
         cfg = compose_config(*axes, f"split={g.split}")  # composed and checked
         assert (cfg.task.name, cfg.split.name, cfg.model.name) == (g.task, g.split, g.model), g.setting
     assert {p.stem for p in SETTINGS_DIR.glob("*.yaml")} >= {g.setting for g in planned}
 
 
 def test_setting_axes_sweep_named_settings_by_name_and_cpu_settings_by_their_pair():
-    assert setting_axes(["classification_conv_memorise", "regression_conv_memorise"]) == [
-        ["setting=classification_conv_memorise,regression_conv_memorise"]]
+    named = ["classification_conv_memorise", "regression_conv_memorise"]
+    assert setting_axes(named) == [(named, ["setting=classification_conv_memorise,regression_conv_memorise"])]
     assert setting_axes(["classification_coordconv", "regression_coordconv", "regression_coordconv_onehot1",
                          "classification_mlp", "regression_mlp"]) == [
-        ["setting=regression_coordconv_onehot1"],
-        ["task=classification,regression", "model=coordconv,mlp"]]
+        (["regression_coordconv_onehot1"], ["setting=regression_coordconv_onehot1"]),
+        (["classification_coordconv", "classification_mlp", "regression_coordconv", "regression_mlp"],
+         ["task=classification,regression", "model=coordconv,mlp"])]
     assert setting_axes(["classification_mlp", "regression_coordmlp"]) == [
-        ["task=classification", "model=mlp"], ["task=regression", "model=coordmlp"]]
+        (["classification_mlp"], ["task=classification", "model=mlp"]),
+        (["regression_coordmlp"], ["task=regression", "model=coordmlp"])]
 
 
 def group(task, split, model, train, test, variant=""):
