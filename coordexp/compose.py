@@ -4,6 +4,7 @@ status 2. (A sweep's jobs are checked in its on_multirun_start: coordexp.sweep.)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def check_choices(choices: DictConfig, job: bool = True) -> None:
         raise ConfigError(f"setting={setting} is invalid with task={choices.get('task')} model={choices.get('model')}: "
                           f"it is a setting of another task x model; valid here: the settings named {pair}*")
     multirun = choices.get("multirun")
-    needs = multirun_needs(multirun, swept=job) if multirun else {}
+    needs = dict(multirun_needs(multirun, swept=job)) if multirun else {}
     if any(choices.get(group) not in options.split(",") for group, options in needs.items()):
         chosen = " ".join(f"{group}={choices.get(group)}" for group in needs)
         raise ConfigError(f"multirun={multirun} is invalid with {chosen}: it is a multirun of "
@@ -76,6 +77,7 @@ def check_choices(choices: DictConfig, job: bool = True) -> None:
                           f"{' and '.join(needs)} (or leave them out), or another multirun")
 
 
+@functools.lru_cache(maxsize=None)  # a sweep's check asks once per distinct group choices: read each file once
 def multirun_needs(name: str, swept: bool = True) -> dict[str, str]:
     """The task and model a multirun of configs/multirun/ is for (with `swept`, a model it sweeps: 'mlp,coordmlp'),
     as its file and those of the multiruns it extends say: {} for one that runs on any."""

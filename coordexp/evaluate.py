@@ -157,7 +157,7 @@ def markdown_text(rows: list[dict], canvases: list[int]) -> str:
         metric = next(row["headline"] for row in rows if (row["task"], row["split"]) == (task, split))
         lines += [f"## {task} / {split}: test {metric}", "", markdown_table(
             ["model", "runs", *map(str, canvases)],
-            [[cell(label), str(len(values[canvases[0]])), *(mean_spread(values[c]) for c in canvases)]
+            [[label, len(values[canvases[0]]), *(mean_spread(values[c]) for c in canvases)]
              for (t, s, label), values in grouped.items() if (t, s) == (task, split)])]
         lines.append("")
     return "\n".join(lines)

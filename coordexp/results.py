@@ -86,9 +86,9 @@ def cell(value) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A markdown table: `header` over `rows`, each value through `cell` unless it is already text."""
+    """A markdown table: `header` over `rows`, each value through `cell`."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(v if isinstance(v, str) else cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -115,10 +115,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, stop: StopReques
     else:
         state = TrainState()
     over = resume and training_over(task, state, cfg)
-    if over and is_complete(run_dir, read_metrics(run_dir)):
+    earlier = read_metrics(run_dir) if resume else {}  # the run so far: whether it ended, its precision
+    if over and is_complete(run_dir, earlier):
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is invalid with resume: the run in {run_dir} "
                           f"already completed after {state.epoch} epochs; pass a larger trainer.epochs to train on")
-    earlier = (read_metrics(run_dir) or {}).get("precision") if resume else None
+    earlier = earlier.get("precision")
     if earlier:  # e.g. started where bf16 is native, continued where it is not: "bf16, then fp32"
         summary["precision"] = earlier
         if earlier.split(", then ")[-1] != precision:

@@ -528,9 +528,9 @@ def read_metrics(run_dir: Path) -> dict:
     return metrics
 
 
-def is_complete(run_dir: Path, metrics: dict | None) -> bool:
-    """Whether the run completed and every output its metrics.json lists is there."""
-    return (metrics is not None and metrics.get("status") == "completed"
+def is_complete(run_dir: Path, metrics: dict) -> bool:
+    """Whether the run completed and every output its metrics.json lists is there (`metrics`: read_metrics')."""
+    return (metrics.get("status") == "completed"
             and all((run_dir / name).exists() for name in metrics.get("outputs", [])))
 
 
@@ -577,7 +577,7 @@ def _decide(run_dir: Path, config: dict, key: str) -> tuple[str, str | None]:
         raise RunDirError(f"{where} another run, whose config differs ({difference}); choose another directory, "
                           f"or continue that run with resume={run_dir}")
     metrics = read_metrics(run_dir)
-    status = metrics.get("status") if metrics else None
+    status = metrics["status"]
     if status == "diverged" or is_complete(run_dir, metrics):
         return "done", status
     if (run_dir / CHECKPOINT).exists():

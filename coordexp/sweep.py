@@ -298,7 +298,7 @@ def _job_in_own_process(run_dir: Path, stop: StopRequest, job: Callable[[StopReq
     error = f"{ended} before it ended; the same sweep again continues it"
     log.error("job failed: %s", error)
     if _identity_of(run_dir / METRICS_FILE) == before:  # it recorded nothing: record why
-        write_json(run_dir / METRICS_FILE, {**(read_metrics(run_dir) or {}), "status": "failed", "error": error})
+        write_json(run_dir / METRICS_FILE, {**read_metrics(run_dir), "status": "failed", "error": error})
     return math.nan
 
 

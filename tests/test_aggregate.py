@@ -82,3 +82,9 @@ def test_a_bad_key_or_metric_is_one_line_exit_2_and_nothing_written(sweep, args,
     assert len(result.stderr.strip().splitlines()) == 1
     assert named in result.stderr and choices in result.stderr
     assert not list(sweep.glob("summary*")) and not list(sweep.glob("*-vs-*"))
+
+
+def test_every_table_cell_is_escaped_text_numbers_to_four_digits():
+    from coordexp.results import markdown_table
+    table = markdown_table(["job", "value"], [["a|b", 0.123456], [None, 3]]).splitlines()
+    assert table[2:] == ["| a\\|b | 0.1235 |", "|  | 3 |"]
